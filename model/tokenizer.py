@@ -1,0 +1,162 @@
+"""The byte-level BPE tokenizer: training, saving and loading, encoding and decoding.
+
+It is a Hugging Face `tokenizers` BPE over bytes, so every UTF-8 string round-trips exactly:
+text is split into pieces by a GPT-4-style regex (`SPLIT_PATTERN`), each piece is mapped to
+bytes (ByteLevel, one printable character per byte), and merges learned on a sample of the
+cleaned documents join bytes into tokens. No normaliser runs, so nothing is changed on the way.
+
+The special tokens take the first ids: `<|bos|>` starts every document, the chat template is
+`<|im_start|>role<|im_sep|>content<|im_end|>`, and `<|search_start|>` / `<|search_end|>` are
+reserved for tool calls. They only ever enter a sequence structurally (`bos_id`,
+`encode_chat`): text is always encoded as ordinary text, so a web page that contains the
+string "<|im_end|>" gets ordinary tokens for it and cannot forge a turn boundary.
+
+A tokenizer is identified by `sha256`, the hash of its canonical JSON (sorted keys, no
+whitespace), which is also exactly what `save` writes, so `sha256sum tokenizer.json` agrees
+with the manifest of every shard set made with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from infra.storage import Storage
+
+BOS = "<|bos|>"
+IM_START = "<|im_start|>"
+IM_SEP = "<|im_sep|>"
+IM_END = "<|im_end|>"
+SEARCH_START = "<|search_start|>"
+SEARCH_END = "<|search_end|>"
+SPECIAL_TOKENS = (BOS, IM_START, IM_SEP, IM_END, SEARCH_START, SEARCH_END)
+
+# How text is cut into pieces before BPE; no token ever spans two pieces. The alternatives are
+# tried left to right at each position:
+SPLIT_PATTERN = "|".join(
+    [
+        r"'(?i:[sdmt]|ll|ve|re)",  # English contractions ('s, 'T, 'll, ...) as their own piece
+        r"[^\r\n\p{L}\p{N}]?+\p{L}+",  # a run of letters, with at most one leading space/symbol
+        r"\p{N}{1,3}",  # digits in groups of at most three, so numbers do not bloat the vocab
+        r" ?[^\s\p{L}\p{N}]++[\r\n]*",  # a run of punctuation/symbols, then any line breaks
+        r"\s*[\r\n]",  # whitespace up to and including a line break
+        r"\s+(?!\S)",  # whitespace, leaving its last space to lead the next word
+        r"\s+",  # whitespace at the end of the text
+    ]
+)
+
+
+def _byte_alphabet() -> dict[int, str]:
+    """The ByteLevel character that stands for each byte: printable Latin-1 bytes stand for
+    themselves, the other 68 bytes (controls, space, ...) take the characters from U+0100 on,
+    in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    alphabet = {byte: chr(byte) for byte in printable}
+    for offset, byte in enumerate(b for b in range(256) if b not in alphabet):
+        alphabet[byte] = chr(256 + offset)
+    return alphabet
+
+
+_CHAR_TO_BYTE = {char: byte for byte, char in _byte_alphabet().items()}
+
+
+def canonical_json(tokenizer: Tokenizer) -> str:
+    return json.dumps(json.loads(tokenizer.to_str()), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+class BpeTokenizer:
+    """A trained tokenizer plus the ids and conventions the pipeline and the model rely on."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]
+        if missing:
+            raise ValueError(f"tokenizer lacks the special tokens {missing}")
+        # Special-token strings inside text are plain text; see the module docstring.
+        tokenizer.encode_special_tokens = True
+        self._tokenizer = tokenizer
+        self.json = canonical_json(tokenizer)
+        self.sha256 = hashlib.sha256(self.json.encode("utf-8")).hexdigest()
+        self.special_ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+        self.bos_id = self.special_ids[BOS]
+
+    # -- making and storing ---------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> BpeTokenizer:
+        """Learn merges on `texts` (streamed; any iterable) until `vocab_size` tokens, specials included."""
+        # A piece that is itself a token is taken whole, as tiktoken does: same ids, less work.
+        tokenizer = Tokenizer(models.BPE(ignore_merges=True))
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen or not
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(texts, trainer)
+        return cls(tokenizer)
+
+    @classmethod
+    def from_json(cls, text: str) -> BpeTokenizer:
+        return cls(Tokenizer.from_str(text))
+
+    @classmethod
+    def load(cls, uri: str, storage: Storage | None = None) -> BpeTokenizer:
+        return cls.from_json((storage or Storage()).read_text(uri))
+
+    def save(self, uri: str, storage: Storage | None = None) -> None:
+        (storage or Storage()).write_text(uri, self.json)
+
+    # -- using ----------------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode many texts in one call into Rust (parallel unless TOKENIZERS_PARALLELISM=false)."""
+        return [encoding.ids for encoding in self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def encode_chat(self, messages: Sequence[Mapping[str, str]], open_turn: str | None = None) -> list[int]:
+        """`<|bos|>` then `<|im_start|>role<|im_sep|>content<|im_end|>` per message.
+
+        Roles and contents are encoded as text, so they cannot inject turn tokens. With
+        `open_turn` (e.g. "assistant") the sequence ends in an opened turn for generation.
+        """
+        special = self.special_ids
+        ids = [self.bos_id]
+        for message in messages:
+            ids += [special[IM_START], *self.encode(message["role"]), special[IM_SEP]]
+            ids += [*self.encode(message["content"]), special[IM_END]]
+        if open_turn is not None:
+            ids += [special[IM_START], *self.encode(open_turn), special[IM_SEP]]
+        return ids
+
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        """Every non-special token as its bytes -> id: the vocabulary in tiktoken's form.
+
+        Ids grow with merge order, so they double as merge ranks; the bench builds a tiktoken
+        `Encoding` from this (with SPLIT_PATTERN) to compare speed on the same vocabulary.
+        """
+        specials = set(SPECIAL_TOKENS)
+        return {
+            bytes(_CHAR_TO_BYTE[char] for char in token): token_id
+            for token, token_id in self._tokenizer.get_vocab().items()
+            if token not in specials
+        }

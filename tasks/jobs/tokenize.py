@@ -1,0 +1,237 @@
+"""The tokenize stage: documents in, token shards and their manifest out (Spark).
+
+    run_tokenize(spark, input_uri, output_uri, settings)
+
+1. Tokenizer: the one given, else `<output>/tokenizer.json` from an earlier run, else one
+   trained on the driver from a sample of the documents (`train_tokenizer_from_docs`, which
+   also reports compression in bytes per token on held-out documents). Whatever is used is
+   saved as `<output>/tokenizer.json`; an output made with another tokenizer is refused.
+2. Shards: one Spark task per document part (tasks/jobs/units.py, so a rerun resumes), each
+   batch-encoding its documents, prefixing `<|bos|>`, routing each to train or val by id hash
+   and writing size-capped shards (tasks/shards.py).
+3. Commit: only when every unit has finished does the driver write `manifest.json`, built from
+   the units' progress markers in input order, so a resumed run commits the same manifest as
+   an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import xxhash
+
+from infra.settings import Settings, ShardSettings, StorageSettings, TokenizerSettings
+from infra.storage import Storage, StorageError, join
+from model.tokenizer import BpeTokenizer
+from tasks.docs_io import list_doc_files, read_batches, unit_key
+from tasks.jobs.units import run_units
+from tasks.shards import (
+    SPLITS,
+    TOKENIZER_FILE,
+    Manifest,
+    ShardInfo,
+    ShardWriter,
+    SplitInfo,
+    TokenizerInfo,
+    manifest_uri,
+    split_of,
+    token_dtype,
+)
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_REPORT_FILE = "tokenizer_report.json"
+
+
+# --- the tokenizer ---------------------------------------------------------------------------
+
+
+def _texts(storage: Storage, files: list[str]) -> Iterator[str]:
+    """Every non-empty document text, visiting files in a fixed pseudo-random order so that a
+    sample spreads over snapshots and crawl segments instead of taking the first files only."""
+    for uri in sorted(files, key=lambda uri: xxhash.xxh64_intdigest(uri.encode())):
+        for batch in read_batches(storage, uri, columns=["text"]):
+            yield from (text for text in batch.column("text").to_pylist() if text)
+
+
+def train_tokenizer_from_docs(
+    storage: Storage, docs_uri: str, out_uri: str, settings: TokenizerSettings
+) -> dict[str, Any]:
+    """Train on a sample of the documents under `docs_uri`; save `<out_uri>/tokenizer.json`.
+
+    The first `heldout_docs` documents read are kept out of training and measure compression;
+    the next `sample_docs` train the BPE. The report is returned and saved beside the tokenizer.
+    """
+    files = list_doc_files(storage, docs_uri)
+    if not files:
+        raise StorageError(f"no document Parquet files under {docs_uri}")
+    texts = _texts(storage, files)
+    heldout = [text for _, text in zip(range(settings.heldout_docs), texts)]
+    sample = {"docs": 0, "bytes": 0}
+
+    def training_texts() -> Iterator[str]:
+        for text in texts:
+            if sample["docs"] >= settings.sample_docs:
+                return
+            sample["docs"] += 1
+            sample["bytes"] += len(text.encode("utf-8"))
+            yield text
+
+    started = time.perf_counter()
+    tokenizer = BpeTokenizer.train(training_texts(), settings.vocab_size, settings.min_frequency)
+    seconds = time.perf_counter() - started
+    tokenizer_uri = join(out_uri, TOKENIZER_FILE)
+    tokenizer.save(tokenizer_uri, storage)
+    heldout_bytes = sum(len(text.encode("utf-8")) for text in heldout)
+    heldout_tokens = sum(len(ids) for ids in tokenizer.encode_batch(heldout))
+    report = {
+        "tokenizer_uri": tokenizer_uri,
+        "sha256": tokenizer.sha256,
+        "vocab_size": tokenizer.vocab_size,
+        "train_docs": sample["docs"],
+        "train_bytes": sample["bytes"],
+        "train_seconds": round(seconds, 3),
+        "heldout_docs": len(heldout),
+        "heldout_bytes": heldout_bytes,
+        "heldout_tokens": heldout_tokens,
+        "bytes_per_token": round(heldout_bytes / heldout_tokens, 4) if heldout_tokens else None,
+    }
+    storage.write_text(join(out_uri, TOKENIZER_REPORT_FILE), json.dumps(report, indent=1, sort_keys=True))
+    log.info("tokenizer trained: %s", report)
+    return report
+
+
+def _resolve_tokenizer(
+    storage: Storage, input_uri: str, output_uri: str, settings: TokenizerSettings, tokenizer_uri: str | None
+) -> tuple[BpeTokenizer, dict[str, Any] | None]:
+    """The tokenizer this output uses (saved at <output>/tokenizer.json), and a training report
+    when it had to be trained."""
+    at_output = join(output_uri, TOKENIZER_FILE)
+    existing = BpeTokenizer.load(at_output, storage) if storage.exists(at_output) else None
+    if tokenizer_uri is not None:
+        given = BpeTokenizer.load(tokenizer_uri, storage)
+        if existing is not None and existing.sha256 != given.sha256:
+            raise ValueError(
+                f"{output_uri} already holds shards made with another tokenizer ({existing.sha256[:12]}); "
+                "use a fresh output location"
+            )
+        if existing is None:
+            given.save(at_output, storage)
+        return given, None
+    if existing is not None:
+        return existing, None
+    report = train_tokenizer_from_docs(storage, input_uri, output_uri, settings)
+    return BpeTokenizer.load(at_output, storage), report
+
+
+# --- the shards ------------------------------------------------------------------------------
+
+_TOKENIZERS: dict[str, BpeTokenizer] = {}  # per Python worker, so a reused worker parses once
+
+
+class TokenizeUnit:
+    """The per-input-file work of the stage: one docs part in, its shards out, stats returned."""
+
+    def __init__(
+        self, tokenizer: BpeTokenizer, storage_settings: StorageSettings, output: str, shards: ShardSettings
+    ) -> None:
+        self.tokenizer_json, self.tokenizer_sha256 = tokenizer.json, tokenizer.sha256
+        self.storage_settings = storage_settings
+        self.output = output
+        self.shards = shards
+
+    def _tokenizer(self) -> BpeTokenizer:
+        if self.tokenizer_sha256 not in _TOKENIZERS:
+            _TOKENIZERS[self.tokenizer_sha256] = BpeTokenizer.from_json(self.tokenizer_json)
+        return _TOKENIZERS[self.tokenizer_sha256]
+
+    def __call__(self, uri: str, unit: str) -> dict[str, Any]:
+        # Spark already runs one task per core; Rust threads on top would only contend.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        tokenizer = self._tokenizer()
+        storage = Storage(self.storage_settings)
+        counts: Counter = Counter()
+        snapshots: set[str] = set()
+        settings = self.shards
+        dtype = token_dtype(tokenizer.vocab_size)
+        writer = ShardWriter(storage, self.output, unit, dtype, settings.shard_tokens, settings.row_group_docs)
+        with writer:
+            for batch in read_batches(storage, uri, columns=["id", "text", "snapshot"], batch_rows=settings.row_group_docs):
+                rows = batch.to_pydict()
+                kept = [i for i, text in enumerate(rows["text"]) if text]
+                counts["skipped_empty"] += len(rows["text"]) - len(kept)
+                snapshots.update(rows["snapshot"][i] for i in kept if rows["snapshot"][i])
+                encoded = tokenizer.encode_batch([rows["text"][i] for i in kept])
+                for i, ids in zip(kept, encoded):
+                    doc_id = rows["id"][i] or ""
+                    writer.add(split_of(doc_id, settings.val_fraction), doc_id, [tokenizer.bos_id, *ids])
+        return {
+            "tokenizer_sha256": tokenizer.sha256,
+            "snapshots": sorted(snapshots),
+            "counts": dict(counts),
+            "shards": {split: [shard.model_dump() for shard in shards] for split, shards in writer.written.items()},
+        }
+
+
+def run_tokenize(
+    spark, input_uri: str, output_uri: str, settings: Settings, tokenizer_uri: str | None = None
+) -> dict[str, Any]:
+    """Tokenize the documents under `input_uri` into shards under `output_uri`; commit a manifest.
+
+    Returns a report. When a unit failed, `failed` lists it and no manifest is written (an
+    earlier one, if any, stays): run again to retry just the unfinished units.
+    """
+    started = time.perf_counter()
+    storage = Storage(settings.storage)
+    storage.check_writable(output_uri)
+    files = list_doc_files(storage, input_uri)
+    if not files:
+        raise StorageError(f"no document Parquet files under {input_uri}")
+    tokenizer, training = _resolve_tokenizer(storage, input_uri, output_uri, settings.tokenizer, tokenizer_uri)
+    work = TokenizeUnit(tokenizer, settings.storage, output_uri, settings.shards)
+    result = run_units(spark, files, work, output_uri, settings.storage)
+    report: dict[str, Any] = {
+        "output": output_uri,
+        "tokenizer_sha256": tokenizer.sha256,
+        "tokenizer_training": training,
+        "units": len(files),
+        "resumed": result.resumed,
+        "failed": result.failed,
+    }
+    if not result.failed:
+        manifest = _manifest(tokenizer, input_uri, [result.stats[unit_key(uri)] for uri in files])
+        manifest.write(storage, output_uri)  # last: the commit point
+        report["manifest"] = manifest_uri(output_uri)
+        report["splits"] = {
+            name: {"shards": len(info.shards), "docs": info.n_docs, "tokens": info.n_tokens}
+            for name, info in manifest.splits.items()
+        }
+        report["counts"] = dict(sum((Counter(stats["counts"]) for stats in result.stats.values()), Counter()))
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _manifest(tokenizer: BpeTokenizer, input_uri: str, unit_stats: list[dict[str, Any]]) -> Manifest:
+    stale = {stats["tokenizer_sha256"] for stats in unit_stats} - {tokenizer.sha256}
+    if stale:
+        raise ValueError(
+            f"progress markers were made with another tokenizer ({sorted(stale)[0][:12]}); use a fresh output location"
+        )
+    splits = {
+        split: SplitInfo.of([ShardInfo.model_validate(s) for stats in unit_stats for s in stats["shards"][split]])
+        for split in SPLITS
+    }
+    return Manifest(
+        created_at=Manifest.now(),
+        tokenizer=TokenizerInfo(sha256=tokenizer.sha256, vocab_size=tokenizer.vocab_size, bos_id=tokenizer.bos_id),
+        dtype=token_dtype(tokenizer.vocab_size),
+        source_uri=input_uri,
+        source_snapshots=sorted({snapshot for stats in unit_stats for snapshot in stats["snapshots"]}),
+        splits=splits,
+    )
