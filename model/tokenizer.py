@@ -14,6 +14,10 @@ string "<|im_end|>" gets ordinary tokens for it and cannot forge a turn boundary
 A tokenizer is identified by `sha256`, the hash of its canonical JSON (sorted keys, no
 whitespace), which is also exactly what `save` writes, so `sha256sum tokenizer.json` agrees
 with the manifest of every shard set made with it.
+
+Training, saving and decoding use HF `tokenizers`; encoding runs the very same merges and split
+pattern through tiktoken's engine (as nanochat does), which is 4-5x faster per core than HF's
+encoder on the same vocabulary and gives identical ids (checked in tests and in the bench).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
+import tiktoken
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from infra.storage import Storage
@@ -81,6 +86,12 @@ class BpeTokenizer:
         self.sha256 = hashlib.sha256(self.json.encode("utf-8")).hexdigest()
         self.special_ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
         self.bos_id = self.special_ids[BOS]
+        self._encoder = tiktoken.Encoding(
+            name=f"crawl2chat-{self.sha256[:12]}",
+            pat_str=SPLIT_PATTERN,
+            mergeable_ranks=self.mergeable_ranks(),
+            special_tokens=self.special_ids,
+        )
 
     # -- making and storing ---------------------------------------------------------------------
 
@@ -124,11 +135,18 @@ class BpeTokenizer:
         return self._tokenizer.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        """Text to ids; special-token strings in `text` are encoded as ordinary text."""
+        return self._encoder.encode_ordinary(text)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Encode many texts in one call into Rust (parallel unless TOKENIZERS_PARALLELISM=false)."""
-        return [encoding.ids for encoding in self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
+        """Encode many texts. One text per call into tiktoken is faster per core than its
+        threaded batch API, and a Spark task has one core."""
+        encode = self._encoder.encode_ordinary
+        return [encode(text) for text in texts]
+
+    def encode_with_hf(self, text: str) -> list[int]:
+        """The same encoding through HF `tokenizers` (reference for tests and the bench)."""
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)
