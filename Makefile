@@ -1,0 +1,26 @@
+# The two commands of the README, each doing its own set-up on a fresh machine:
+#   make run    the whole data flow on embedded defaults (generated sample crawl, local Spark,
+#               Prefect's local server on SQLite, local output under data/run)
+#   make test   the test suite (starts its own SeaweedFS S3 server and local Spark)
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test bench clean
+
+$(BIN)/crawl2chat: pyproject.toml
+	@command -v java >/dev/null 2>&1 || { echo "installing Java 17 for Spark"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[test]"
+	@touch $@
+
+setup: $(BIN)/crawl2chat
+
+run: setup
+	$(BIN)/crawl2chat run --output data/run
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf data .pytest_cache

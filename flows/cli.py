@@ -1,0 +1,150 @@
+"""The `crawl2chat` command line: every stage and the whole data flow, behind Prefect flows.
+
+    crawl2chat run                     whole data flow on a generated sample crawl
+    crawl2chat run --snapshot CC-MAIN-2024-51 --max-warcs 2 --output s3://bucket/run
+    crawl2chat filter --input 'crawl/*.warc.gz' --output out/
+    crawl2chat sample-crawl --output crawl/
+    crawl2chat blocklist load --from ut1.tar.gz --to lists/
+    crawl2chat seaweed --dir .crawl2chat/seaweedfs
+
+Errors a user can fix (a missing input, an empty glob, an unwritable bucket, a bad config) are
+reported in one line with a non-zero exit code, never as a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from infra.storage import StorageError
+from tasks.inputs import InputError
+
+USER_ERRORS = (InputError, StorageError, FileNotFoundError, ValueError)
+
+
+def _add_input_args(parser: argparse.ArgumentParser, required_output: bool = True) -> None:
+    parser.add_argument("--input", "-i", action="append", dest="inputs", help="WARC path, glob, directory, s3:// or http(s) URI (repeatable)")
+    parser.add_argument("--snapshot", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-51")
+    parser.add_argument("--max-warcs", type=int, help="process at most this many WARC files")
+    parser.add_argument("--output", "-o", required=required_output, default=None if required_output else "data/run", help="local directory or s3://bucket/prefix")
+    parser.add_argument("--config", help="YAML config file (see README: Configuration)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one setting, e.g. filter.language.languages=[\"en\",\"de\"] (repeatable)")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`a.b.c=value` pairs into a nested dict; values are parsed as JSON when they can be."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects SECTION.FIELD=VALUE, got {pair!r}")
+        dotted, raw = pair.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = overrides
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crawl2chat", description="From Common Crawl WARC files to clean documents and token shards.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="the whole data flow; with no input, on a generated sample crawl")
+    _add_input_args(run, required_output=False)
+
+    filter_ = commands.add_parser("filter", help="WARC files -> filtered documents (Parquet) + stats.json")
+    _add_input_args(filter_)
+
+    sample = commands.add_parser("sample-crawl", help="write a small synthetic crawl of WARC files")
+    sample.add_argument("--output", "-o", required=True)
+    sample.add_argument("--warcs", type=int, default=2)
+    sample.add_argument("--pages", type=int, default=60, help="pages per WARC")
+    sample.add_argument("--seed", type=int, default=0)
+
+    blocklist = commands.add_parser("blocklist", help="URL blocklists")
+    blocklist_commands = blocklist.add_subparsers(dest="blocklist_command", required=True)
+    load = blocklist_commands.add_parser("load", help="import a UT1 blocklist (directory, .tar.gz file or URL) for filter.url.blocklist_path")
+    load.add_argument("--from", dest="source", required=True)
+    load.add_argument("--to", dest="dest", required=True)
+
+    seaweed = commands.add_parser("seaweed", help="run a local SeaweedFS S3 server in the foreground")
+    seaweed.add_argument("--dir", default=".crawl2chat/seaweedfs")
+    seaweed.add_argument("--port", type=int, default=8333)
+    return parser
+
+
+def _print_stage(stats: dict[str, Any]) -> None:
+    from flows.report import funnel_text
+
+    print(f"\n== {stats['stage']} -> {stats['output']} ({stats['wall_seconds']} s)")
+    print(funnel_text(stats))
+    for uri, error in (stats.get("inputs_failed") or {}).items():
+        print(f"failed: {uri}: {error}", file=sys.stderr)
+
+
+def _run_data_flow(args: argparse.Namespace) -> int:
+    from flows.crawl_to_tokens import crawl_to_docs, sample_inputs, warc_inputs
+    from infra.settings import load_settings
+
+    inputs = args.inputs
+    if args.command == "run" and not inputs and not args.snapshot:
+        sample_dir = Path(args.output if "://" not in args.output else "data") / "sample-crawl"
+        inputs = sample_inputs(sample_dir)
+        print(f"no input given: generated a sample crawl of {len(inputs)} WARC file(s) in {sample_dir}")
+    overrides = parse_overrides(args.set)
+    # Resolve (and so validate) inputs and settings before Prefect starts: a typo in a path
+    # should cost one line and no flow run.
+    settings = load_settings(args.config, overrides)
+    uris = warc_inputs(settings, inputs, args.snapshot, args.max_warcs)
+    stats = crawl_to_docs(
+        output=args.output, inputs=uris, snapshot=args.snapshot, config_file=args.config, overrides=overrides
+    )
+    _print_stage(stats)
+    return 1 if stats["inputs_failed"] and not stats["inputs_done"] else 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("run", "filter"):
+        return _run_data_flow(args)
+    if args.command == "sample-crawl":
+        from tasks.sample_crawl import generate_sample_crawl
+
+        crawl = generate_sample_crawl(args.output, num_warcs=args.warcs, pages_per_warc=args.pages, seed=args.seed)
+        print("\n".join(str(path) for path in crawl.warc_paths))
+        return 0
+    if args.command == "blocklist":
+        from tasks.blocklist import import_blocklist
+
+        print(json.dumps(import_blocklist(args.source, args.dest), indent=2))
+        return 0
+    if args.command == "seaweed":
+        from infra.seaweed import SeaweedServer
+
+        with SeaweedServer(args.dir, s3_port=args.port) as server:
+            print(f"SeaweedFS S3 on {server.endpoint_url} (Ctrl-C to stop)", flush=True)
+            server.process.wait()
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except USER_ERRORS as error:
+        print(f"crawl2chat: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
