@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _prefect_defaults() -> None:
+    """Prefect's local server (SQLite) needs more than its 20 s default to start on a busy
+    2-core machine, and must not phone home from an offline one. Explicit settings win."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _prefect_defaults()
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
