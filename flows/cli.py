@@ -3,6 +3,10 @@
     crawl2chat run                     whole data flow on a generated sample crawl
     crawl2chat run --snapshot CC-MAIN-2024-51 --max-warcs 2 --output s3://bucket/run
     crawl2chat filter --input 'crawl/*.warc.gz' --output out/
+    crawl2chat dedup --input out/ --output deduped/
+    crawl2chat tokenizer train --input deduped/ --output tokens/
+    crawl2chat tokenize --input deduped/ --output s3://bucket/tokens
+    crawl2chat serve --cron "0 6 * * 1" --snapshot CC-MAIN-2024-51 --output s3://bucket/cc
     crawl2chat sample-crawl --output crawl/
     crawl2chat blocklist load --from ut1.tar.gz --to lists/
     crawl2chat seaweed --dir .crawl2chat/seaweedfs
@@ -35,6 +39,13 @@ def _add_input_args(parser: argparse.ArgumentParser, required_output: bool = Tru
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one setting, e.g. filter.language.languages=[\"en\",\"de\"] (repeatable)")
 
 
+def _add_stage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", "-i", required=True, dest="input_uri", help="a documents stage (its docs/ parts), local or s3://")
+    parser.add_argument("--output", "-o", required=True, help="local directory or s3://bucket/prefix")
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`a.b.c=value` pairs into a nested dict; values are parsed as JSON when they can be."""
     overrides: dict[str, Any] = {}
@@ -64,6 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     filter_ = commands.add_parser("filter", help="WARC files -> filtered documents (Parquet) + stats.json")
     _add_input_args(filter_)
 
+    for name, help_text in (
+        ("dedup", "documents -> exact and MinHash near-duplicate removal -> documents"),
+        ("tokenize", "documents -> BPE token shards + manifest.json (trains the tokenizer if needed)"),
+    ):
+        stage = commands.add_parser(name, help=help_text)
+        _add_stage_args(stage)
+        if name == "tokenize":
+            stage.add_argument("--tokenizer", help="an existing tokenizer.json to use instead of training one")
+
+    tokenizer = commands.add_parser("tokenizer", help="BPE tokenizer")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
+    train = tokenizer_commands.add_parser("train", help="train on a sample of documents; report bytes per token")
+    _add_stage_args(train)
+
+    serve = commands.add_parser("serve", help="serve the crawl-to-tokens flow as a Prefect deployment (scheduled runs)")
+    _add_input_args(serve)
+    serve.add_argument("--cron", help="cron schedule, e.g. '0 6 * * 1'; none: run on demand from the UI")
+    serve.add_argument("--name", default="crawl-to-tokens")
+
     sample = commands.add_parser("sample-crawl", help="write a small synthetic crawl of WARC files")
     sample.add_argument("--output", "-o", required=True)
     sample.add_argument("--warcs", type=int, default=2)
@@ -92,7 +122,7 @@ def _print_stage(stats: dict[str, Any]) -> None:
 
 
 def _run_data_flow(args: argparse.Namespace) -> int:
-    from flows.crawl_to_tokens import crawl_to_docs, sample_inputs, warc_inputs
+    from flows.crawl_to_tokens import crawl_to_docs, crawl_to_tokens, sample_inputs, warc_inputs
     from infra.settings import load_settings
 
     inputs = args.inputs
@@ -105,16 +135,72 @@ def _run_data_flow(args: argparse.Namespace) -> int:
     # should cost one line and no flow run.
     settings = load_settings(args.config, overrides)
     uris = warc_inputs(settings, inputs, args.snapshot, args.max_warcs)
-    stats = crawl_to_docs(
-        output=args.output, inputs=uris, snapshot=args.snapshot, config_file=args.config, overrides=overrides
-    )
-    _print_stage(stats)
-    return 1 if stats["inputs_failed"] and not stats["inputs_done"] else 0
+    flow = crawl_to_tokens if args.command == "run" else crawl_to_docs
+    result = flow(output=args.output, inputs=uris, snapshot=args.snapshot, config_file=args.config, overrides=overrides)
+    if args.command == "filter":
+        _print_stage(result)
+        return 1 if result["inputs_failed"] and not result["inputs_done"] else 0
+    _print_stage(result["filter"])
+    _print_dedup(result["dedup"], f"{args.output.rstrip('/')}/deduped")
+    _print_tokens(result["tokenize"])
+    return 0
+
+
+def _print_dedup(stats: dict[str, Any], output: str) -> None:
+    from flows.report import dedup_report
+
+    _print_stage({"stage": "dedup", **dedup_report(stats, output)})
+
+
+def _print_tokens(report: dict[str, Any]) -> None:
+    from flows.report import tokenize_report
+
+    summary = tokenize_report(report)
+    print(f"\n== tokenize -> {summary['output']} ({summary['wall_seconds']} s)")
+    for key, value in summary["totals"].items():
+        print(f"{key:<20}{value}")
+    for uri, error in (report.get("failed") or {}).items():
+        print(f"failed: {uri}: {error}", file=sys.stderr)
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    from flows.crawl_to_tokens import dedup_docs, tokenize_docs
+
+    overrides = parse_overrides(args.set)
+    if args.command == "dedup":
+        stats = dedup_docs(args.input_uri, args.output, args.config, overrides)
+        _print_dedup(stats, args.output)
+        return 1 if stats.get("files_failed") else 0
+    if args.command == "tokenize":
+        report = tokenize_docs(args.input_uri, args.output, args.config, overrides, args.tokenizer)
+        _print_tokens(report)
+        return 1 if report.get("failed") else 0
+    # tokenizer train: no Spark, no flow; a sample of documents on this machine.
+    from infra.settings import load_settings
+    from infra.storage import Storage
+    from tasks.jobs.tokenize import train_tokenizer_from_docs
+
+    settings = load_settings(args.config, overrides)
+    print(json.dumps(train_tokenizer_from_docs(Storage(settings.storage), args.input_uri, args.output, settings.tokenizer), indent=2))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.crawl_to_tokens import crawl_to_tokens
+
+    parameters = {"output": args.output, "inputs": args.inputs, "snapshot": args.snapshot, "max_warcs": args.max_warcs,
+                  "config_file": args.config, "overrides": parse_overrides(args.set)}
+    crawl_to_tokens.serve(name=args.name, cron=args.cron, parameters=parameters)
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "filter"):
         return _run_data_flow(args)
+    if args.command in ("dedup", "tokenize", "tokenizer"):
+        return _run_stage(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "sample-crawl":
         from tasks.sample_crawl import generate_sample_crawl
 

@@ -1,31 +1,38 @@
-"""Prefect flows of the data half: crawl -> filtered documents (-> deduplicated -> token shards).
+"""Prefect flows of the data half: crawl -> filtered documents -> deduplicated -> token shards.
 
-Each stage is a Prefect task around one Spark job from `tasks/jobs/`; the flow chains them and
-publishes every stage's funnel as artifacts, so the Prefect UI shows documents in and out and
-why each was dropped. Stages are resumable on their own (progress markers under each stage's
+Each stage is a Prefect task around one Spark job from `tasks/jobs/`; the flows chain them and
+publish every stage's funnel as artifacts, so the Prefect UI shows documents in and out and why
+each was dropped. Stages are resumable on their own (progress markers under each stage's
 output), so retrying a task or re-running the flow after a crash skips finished work.
 
 Layout of one run's output (local path or s3:// URI):
-    <output>/filtered/   docs parts + stats.json
+    <output>/filtered/   docs parts + stats.json          (crawl-to-docs)
+    <output>/deduped/    docs parts + stats.json + removed/ (dedup)
+    <output>/tokens/     tokenizer.json + train/ val/ shards + manifest.json (tokenize)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.report import funnel_text, publish_stage_artifacts
+from flows.report import dedup_report, funnel_text, publish_stage_artifacts, tokenize_report
 from infra.settings import Settings, load_settings
 from infra.spark import spark_session
 from infra.storage import Storage, join
 from tasks.inputs import InputError, resolve_inputs, snapshot_warc_urls
+from tasks.jobs.dedup import run_dedup
 from tasks.jobs.filter import run_filter
+from tasks.jobs.tokenize import run_tokenize
 from tasks.sample_crawl import generate_sample_crawl
 
 FILTERED = "filtered"
+DEDUPED = "deduped"
+TOKENS = "tokens"
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -56,6 +63,23 @@ def filter_stage(inputs: list[str], output: str, settings: Settings, snapshot: s
     return stats
 
 
+@task(name="dedup-docs", retries=1, retry_delay_seconds=5)
+def dedup_stage(input_uri: str, output: str, settings: Settings) -> dict[str, Any]:
+    stats = run_dedup(spark_session(settings.spark), input_uri, output, settings)
+    report = dedup_report(stats, output)
+    publish_stage_artifacts("dedup", report)
+    _logger().info("dedup funnel:\n%s", funnel_text(report))
+    return stats
+
+
+@task(name="tokenize-docs", retries=1, retry_delay_seconds=5)
+def tokenize_stage(input_uri: str, output: str, settings: Settings, tokenizer_uri: str | None = None) -> dict[str, Any]:
+    report = run_tokenize(spark_session(settings.spark), input_uri, output, settings, tokenizer_uri)
+    publish_stage_artifacts("tokenize", tokenize_report(report))
+    _logger().info("tokenize: %s", json.dumps(tokenize_report(report)["totals"]))
+    return report
+
+
 @flow(name="crawl-to-docs", log_prints=True)
 def crawl_to_docs(
     output: str,
@@ -70,6 +94,45 @@ def crawl_to_docs(
     uris = warc_inputs(settings, inputs, None if inputs else snapshot, max_warcs)
     _logger().info("filtering %d WARC file(s) into %s", len(uris), output)
     return filter_stage(uris, join(output, FILTERED), settings, snapshot or "")
+
+
+@flow(name="crawl-to-tokens", log_prints=True)
+def crawl_to_tokens(
+    output: str,
+    inputs: list[str] | None = None,
+    snapshot: str | None = None,
+    max_warcs: int | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    tokenizer_uri: str | None = None,
+) -> dict[str, Any]:
+    """The whole data half: WARC files -> filtered -> deduplicated documents -> token shards."""
+    settings = load_settings(config_file, overrides)
+    uris = warc_inputs(settings, inputs, None if inputs else snapshot, max_warcs)
+    _logger().info("crawl-to-tokens: %d WARC file(s) -> %s", len(uris), output)
+    filtered = filter_stage(uris, join(output, FILTERED), settings, snapshot or "")
+    if filtered["inputs_failed"]:
+        raise RuntimeError(
+            f"{len(filtered['inputs_failed'])} WARC file(s) failed; rerun to retry them before deduplicating"
+        )
+    deduped = dedup_stage(join(output, FILTERED), join(output, DEDUPED), settings)
+    tokens = tokenize_stage(join(output, DEDUPED), join(output, TOKENS), settings, tokenizer_uri)
+    return {"filter": filtered, "dedup": deduped, "tokenize": tokens}
+
+
+@flow(name="dedup-docs", log_prints=True)
+def dedup_docs(input_uri: str, output: str, config_file: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Exact and MinHash near-duplicate removal of a documents stage."""
+    return dedup_stage(input_uri, output, load_settings(config_file, overrides))
+
+
+@flow(name="tokenize-docs", log_prints=True)
+def tokenize_docs(
+    input_uri: str, output: str, config_file: str | None = None, overrides: dict[str, Any] | None = None,
+    tokenizer_uri: str | None = None,
+) -> dict[str, Any]:
+    """Documents -> BPE token shards and manifest (training the tokenizer if none is given)."""
+    return tokenize_stage(input_uri, output, load_settings(config_file, overrides), tokenizer_uri)
 
 
 def sample_inputs(output_dir: str | Path, seed: int = 0) -> list[str]:

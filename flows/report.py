@@ -60,3 +60,40 @@ def publish_stage_artifacts(stage: str, stats: dict[str, Any]) -> None:
         key=f"{key}-summary",
         description=f"{stage} summary",
     )
+
+
+def dedup_report(stats: dict[str, Any], output: str) -> dict[str, Any]:
+    """The dedup stage's stats in the common report shape: a funnel of its three removals."""
+    docs = stats["documents_in"]
+    steps = {}
+    for step, reason, key in (
+        ("exact_dedup", "exact_duplicate", "exact_duplicates"),
+        ("url_dedup", "duplicate_url", "url_duplicates"),
+        ("near_dedup", "near_duplicate", "near_duplicates"),
+        ("index_dedup", "seen_in_earlier_snapshot", "index_duplicates"),
+    ):
+        removed = stats.get(key, 0)
+        steps[step] = {"docs_in": docs, "docs_out": docs - removed, "dropped": {reason: removed} if removed else {}, "counts": {}}
+        docs -= removed
+    steps["near_dedup"]["counts"] = {"clusters": stats.get("near_duplicate_clusters", 0)}
+    totals = {
+        key: stats.get(key)
+        for key in ("documents_in", "documents_out", "exact_duplicates", "near_duplicates", "near_duplicate_clusters", "too_short")
+    }
+    return {"output": output, "wall_seconds": stats.get("wall_seconds"), "steps": steps, "totals": totals,
+            "inputs_failed": stats.get("files_failed")}
+
+
+def tokenize_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The tokenize stage's report in the common shape: documents and tokens per split."""
+    splits = report.get("splits", {})
+    totals = {
+        "documents": sum(split["docs"] for split in splits.values()),
+        "tokens": sum(split["tokens"] for split in splits.values()),
+        **{f"{name}_tokens": split["tokens"] for name, split in splits.items()},
+        **{f"{name}_shards": split["shards"] for name, split in splits.items()},
+        "tokenizer": report.get("tokenizer_sha256", "")[:12],
+        "manifest": report.get("manifest"),
+    }
+    return {"output": report.get("output"), "wall_seconds": report.get("seconds"), "totals": totals,
+            "inputs_failed": report.get("failed")}
