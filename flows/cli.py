@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from infra.storage import StorageError
 from tasks.inputs import InputError
 
@@ -234,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        print(f"crawl2chat: error: invalid settings: {problems}", file=sys.stderr)
+        return 2
     except USER_ERRORS as error:
-        print(f"crawl2chat: error: {error}", file=sys.stderr)
+        print(f"crawl2chat: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
