@@ -107,10 +107,8 @@ def crawl_to_tokens(
     tokenizer_uri: str | None = None,
 ) -> dict[str, Any]:
     """The whole data half: WARC files -> filtered -> deduplicated documents -> token shards."""
+    filtered = crawl_to_docs(output, inputs, snapshot, max_warcs, config_file, overrides)  # a subflow in the UI
     settings = load_settings(config_file, overrides)
-    uris = warc_inputs(settings, inputs, None if inputs else snapshot, max_warcs)
-    _logger().info("crawl-to-tokens: %d WARC file(s) -> %s", len(uris), output)
-    filtered = filter_stage(uris, join(output, FILTERED), settings, snapshot or "")
     if filtered["inputs_failed"]:
         raise RuntimeError(
             f"{len(filtered['inputs_failed'])} WARC file(s) failed; rerun to retry them before deduplicating"

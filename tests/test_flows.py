@@ -74,7 +74,9 @@ def test_crawl_to_tokens_flow_on_seaweedfs(prefect_server, spark, seaweed, s3_pr
     assert first[0] == tokenizer.bos_id and len(tokenizer.decode(first[1:].tolist())) > 200
 
     state, artifacts = asyncio.run(_artifacts_of_latest_run("crawl-to-tokens"))
-    assert state == "Completed"
+    sub_state, sub_artifacts = asyncio.run(_artifacts_of_latest_run("crawl-to-docs"))  # the filtering subflow
+    assert state == sub_state == "Completed"
+    artifacts.update(sub_artifacts)
     assert {"filter-funnel", "filter-summary", "dedup-funnel", "tokenize-summary"} <= set(artifacts)
     assert "url_filter" in str(artifacts["filter-funnel"]) and "near_dedup" in str(artifacts["dedup-funnel"])
 
