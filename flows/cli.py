@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from infra.settings import SeaweedSettings
 from infra.storage import StorageError
 from tasks.inputs import InputError
 
@@ -109,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--to", dest="dest", required=True)
 
     seaweed = commands.add_parser("seaweed", help="run a local SeaweedFS S3 server in the foreground")
-    seaweed.add_argument("--dir", default=".crawl2chat/seaweedfs")
-    seaweed.add_argument("--port", type=int, default=8333)
+    seaweed.add_argument("--dir", default=SeaweedSettings().data_dir)
+    seaweed.add_argument("--port", type=int, default=SeaweedSettings().s3_port)
     return parser
 
 

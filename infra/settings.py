@@ -42,7 +42,6 @@ class StorageSettings(Section):
     secret_access_key: str | None = Field(default_factory=lambda: os.environ.get("AWS_SECRET_ACCESS_KEY"))
     max_attempts: int = 5  # per request, with exponential backoff between attempts
     backoff_seconds: float = 0.2  # first wait; doubles every attempt
-    multipart_chunk_mb: int = 16  # large objects are uploaded in parts of this size
 
 
 class SparkSettings(Section):

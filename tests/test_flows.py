@@ -8,8 +8,13 @@ then reads back what the Prefect UI would show: the flow run's state and its fun
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
+import http.server
+import json
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -79,6 +84,35 @@ def test_crawl_to_tokens_flow_on_seaweedfs(prefect_server, spark, seaweed, s3_pr
     artifacts.update(sub_artifacts)
     assert {"filter-funnel", "filter-summary", "dedup-funnel", "tokenize-summary"} <= set(artifacts)
     assert "url_filter" in str(artifacts["filter-funnel"]) and "near_dedup" in str(artifacts["dedup-funnel"])
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.spark
+def test_cli_filter_a_snapshot_over_http(prefect_server, spark, tmp_path, capsys):
+    """`crawl2chat filter --snapshot` against a local stand-in for data.commoncrawl.org."""
+    snapshot = "CC-MAIN-2024-51"
+    root = tmp_path / "commoncrawl"
+    crawl = generate_sample_crawl(root / "crawl-data" / snapshot / "segments", num_warcs=3, pages_per_warc=20, seed=5)
+    listing = "\n".join(path.relative_to(root).as_posix() for path in crawl.warc_paths) + "\n"
+    (root / "crawl-data" / snapshot / "warc.paths.gz").write_bytes(gzip.compress(listing.encode()))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        argv = ["filter", "--snapshot", snapshot, "--max-warcs", "2", "--output", str(tmp_path / "out"),
+                "--set", f"input.commoncrawl_base_url={base_url}"]
+        assert main(argv) == 0
+    finally:
+        server.shutdown()
+    stats = json.loads((tmp_path / "out" / "filtered" / "stats.json").read_text())
+    assert stats["inputs"] == stats["inputs_done"] == 2
+    assert stats["totals"]["docs_out"] > 10
+    printed = capsys.readouterr().out
+    assert "== filter" in printed and "url_filter" in printed
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
