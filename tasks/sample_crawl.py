@@ -39,7 +39,6 @@ import re
 import struct
 import uuid
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,7 +46,7 @@ from urllib.parse import urlsplit
 from tasks.inputs import SNAPSHOT_ID, check_snapshot_id
 from tasks.sample_text import (
     AUTHORS, ENGLISH_CHROME, ENGLISH_SUBHEADINGS, LANGUAGES, REPLACEMENT_WORDS, TOPICS, EnglishWriter, LanguagePack,
-    Topic, capitalize, foreign_paragraphs, shuffled_cycle,
+    Topic, capitalize, foreign_paragraphs,
 )
 
 KINDS = (
