@@ -188,6 +188,8 @@ class DedupSettings(Section):
     # behaviour (every LSH collision counts).
     verify_threshold: float | None = None
     keep: Literal["smallest_id", "longest"] = "smallest_id"
+    # Candidates only within one snapshot (FineWeb found per-dump dedup better than global).
+    per_snapshot: bool = True
     # Earlier snapshots' signatures/band index on object storage to deduplicate against.
     index_uri: str | None = None
     update_index: bool = False

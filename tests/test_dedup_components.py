@@ -1,7 +1,7 @@
 """Connected components (large-star/small-star), candidate edges and verification, on local Spark.
 
 Known answers: hand-made graphs (a long chain, a cycle, duplicate and reversed edges, negative
-ids) and a random graph checked against a plain union-find; star edges from candidate groups
+ids) and a random graph, checked against a plain union-find; star edges from candidate groups
 scoped by snapshot; verification by the share of equal signature values.
 """
 
@@ -39,23 +39,19 @@ def _components(spark, edges, max_iterations=50):
     return {row["node"]: row["root"] for row in labels.collect()}, rounds
 
 
-def test_chain_cycle_and_messy_edges(spark):
+def test_components_match_union_find(spark):
     chain = [(i, i + 1) for i in range(100, 120)]  # diameter 20
     cycle = [(1, 2), (2, 3), (3, 4), (4, 1)]
     messy = [(900, 50), (50, 900), (50, 50), (900, 50), (-7, 900)]  # duplicates, self-loop, negative id
-    labels, rounds = _components(spark, chain + cycle + messy)
-    assert labels == _union_find(chain + cycle + messy)
+    rng = np.random.default_rng(11)
+    nodes = 10**6 + rng.choice(10**12, 200, replace=False)  # a random graph, apart from the rest
+    random_graph = [(int(nodes[a]), int(nodes[b])) for a, b in rng.integers(0, 200, (150, 2))]
+    edges = chain + cycle + messy + random_graph
+    labels, rounds = _components(spark, edges)
+    assert labels == _union_find(edges)
     assert {labels[n] for n in range(100, 121)} == {100}
     assert labels[900] == labels[50] == -7
     assert 1 <= rounds <= 7  # O(log n) rounds, not O(diameter)
-
-
-def test_random_graph_matches_union_find(spark):
-    rng = np.random.default_rng(11)
-    nodes = rng.choice(10**12, 200, replace=False)
-    edges = [(int(nodes[a]), int(nodes[b])) for a, b in rng.integers(0, 200, (150, 2))]
-    labels, _ = _components(spark, edges)
-    assert labels == _union_find(edges)
 
 
 def test_no_edges(spark):

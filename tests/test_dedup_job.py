@@ -189,8 +189,8 @@ def test_scope_keep_longest_and_urls(spark, tmp_path):
 
 def test_global_scope_and_verification(spark, tmp_path):
     source = _scoped_input(tmp_path)
-    settings = Settings(dedup=DedupSettings(verify_threshold=0.95))
-    stats = run_dedup(spark, source, str(tmp_path / "global"), settings, per_snapshot=False)
+    settings = Settings(dedup=DedupSettings(verify_threshold=0.95, per_snapshot=False))
+    stats = run_dedup(spark, source, str(tmp_path / "global"), settings)
     # across snapshots a2 is an exact copy of a1; b1 (s ~ 0.9) collides but fails verification
     assert _removed(str(tmp_path / "global")) == {"a2": ("exact", "a1")}
     assert stats["near_duplicates"] == 0

@@ -53,18 +53,13 @@ def small_star(edges: DataFrame) -> DataFrame:
 
 
 def _is_star_forest(edges: DataFrame) -> bool:
-    """Every source has one target and no target is a source: one query, one small row back."""
-    targets = edges.select(F.col("dst").alias("centre")).distinct()
-    shape = (
-        edges.join(targets, edges["src"] == targets["centre"], "left")
-        .agg(
-            F.count("*").alias("edges"),
-            F.countDistinct("src").alias("sources"),
-            F.count("centre").alias("sources_that_are_targets"),
-        )
-        .first()
+    """Every source has one target and no target is a source: one aggregation, one row back."""
+    ends = edges.select(F.col("src").alias("node"), F.lit(1).alias("out"), F.lit(0).alias("in")).unionByName(
+        edges.select(F.col("dst").alias("node"), F.lit(0).alias("out"), F.lit(1).alias("in"))
     )
-    return shape["sources_that_are_targets"] == 0 and shape["sources"] == shape["edges"]
+    degrees = ends.groupBy("node").agg(F.sum("out").alias("out"), F.max("in").alias("in"))
+    not_star = degrees.where((F.col("out") > 1) | ((F.col("out") == 1) & (F.col("in") == 1)))
+    return not_star.limit(1).count() == 0
 
 
 def connected_components(edges: DataFrame, max_iterations: int = 50) -> tuple[DataFrame, int]:

@@ -4,7 +4,7 @@
 
 1. Sketch: one task per input docs file reads it and emits a sketch row per document
    (tasks.dedup.sketch); the rows are cached, never collected.
-2. Plan, in Spark SQL, within each snapshot (`per_snapshot`, FineWeb's choice): exact duplicates
+2. Plan, in Spark SQL, within each snapshot (`dedup.per_snapshot`, FineWeb's choice): exact duplicates
    of the normalised text, then optionally of the URL, keep one each; then near duplicates among
    the rest: LSH band rows (plus matching rows of the earlier-snapshot index), star edges,
    optional verification, connected components (tasks.dedup.lsh, .components, .index), and one
@@ -66,7 +66,7 @@ def removed_uri(output: str, unit: str) -> str:
     return join(output, REMOVED_DIR, f"part-{unit}.parquet")
 
 
-def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings, per_snapshot: bool = True) -> dict[str, Any]:
+def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings) -> dict[str, Any]:
     """Deduplicate the docs stage at `input_uri` into `output_uri`; return (and write) the stats."""
     started = time.perf_counter()
     storage = Storage(settings.storage)
@@ -82,7 +82,7 @@ def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings, per_sn
     if storage.exists(plan_uri):
         plan = json.loads(storage.read_text(plan_uri))
     else:
-        plan = _plan(spark, files, output_uri, settings, per_snapshot)
+        plan = _plan(spark, files, output_uri, settings)
         storage.write_text(plan_uri, json.dumps(plan))
     rewrite = functools.partial(_rewrite_file, settings.storage, output_uri)
     units = run_units(spark, files, rewrite, output_uri, settings.storage)
@@ -224,7 +224,7 @@ def _write_removed_lists(
     return {row["reason"]: row["removed"] for row in totals}
 
 
-def _plan(spark, files: list[str], output: str, settings: Settings, per_snapshot: bool) -> dict[str, Any]:
+def _plan(spark, files: list[str], output: str, settings: Settings) -> dict[str, Any]:
     """Decide which documents go; write the removed lists (and the index update); return figures."""
     dedup: DedupSettings = settings.dedup
     cache = _Cache()
@@ -232,7 +232,7 @@ def _plan(spark, files: list[str], output: str, settings: Settings, per_snapshot
     with_signature = dedup.near and dedup.verify_threshold is not None
     sketches = cache(
         sketch_documents(spark, files, settings.storage, dedup, with_signature).withColumn(
-            "scope", F.col("snapshot") if per_snapshot else F.lit("")
+            "scope", F.col("snapshot") if settings.dedup.per_snapshot else F.lit("")
         )
     )
     totals = sketches.agg(
