@@ -6,7 +6,7 @@
     crawl2chat dedup --input out/ --output deduped/
     crawl2chat tokenizer train --input deduped/ --output tokens/
     crawl2chat tokenize --input deduped/ --output s3://bucket/tokens
-    crawl2chat serve --cron "0 6 * * 1" --snapshot CC-MAIN-2024-51 --output s3://bucket/cc
+    crawl2chat serve --cron "0 6 * * 1" --snapshot latest --max-warcs 100 --output s3://bucket/cc
     crawl2chat sample-crawl --output crawl/
     crawl2chat blocklist load --from ut1.tar.gz --to lists/
     crawl2chat seaweed --dir .crawl2chat/seaweedfs
@@ -35,7 +35,7 @@ USER_ERRORS = (InputError, StorageError, FileNotFoundError, ValueError)
 
 def _add_input_args(parser: argparse.ArgumentParser, required_output: bool = True) -> None:
     parser.add_argument("--input", "-i", action="append", dest="inputs", help="WARC path, glob, directory, s3:// or http(s) URI (repeatable)")
-    parser.add_argument("--snapshot", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-51")
+    parser.add_argument("--snapshot", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-51, or 'latest' (output goes to <output>/<id>)")
     parser.add_argument("--max-warcs", type=int, help="process at most this many WARC files")
     parser.add_argument("--output", "-o", required=required_output, default=None if required_output else "data/run", help="local directory or s3://bucket/prefix")
     parser.add_argument("--config", help="YAML config file (see README: Configuration)")
@@ -125,7 +125,7 @@ def _print_stage(stats: dict[str, Any]) -> None:
 
 
 def _run_data_flow(args: argparse.Namespace) -> int:
-    from flows.crawl_to_tokens import crawl_to_docs, crawl_to_tokens, sample_inputs, warc_inputs
+    from flows.crawl_to_tokens import crawl_to_docs, crawl_to_tokens, sample_inputs, snapshot_run, warc_inputs
     from infra.settings import load_settings
 
     inputs = args.inputs
@@ -137,14 +137,15 @@ def _run_data_flow(args: argparse.Namespace) -> int:
     # Resolve (and so validate) inputs and settings before Prefect starts: a typo in a path
     # should cost one line and no flow run.
     settings = load_settings(args.config, overrides)
-    uris = warc_inputs(settings, inputs, args.snapshot, args.max_warcs)
+    output, snapshot = snapshot_run(settings, args.output, args.snapshot)
+    uris = warc_inputs(settings, inputs, snapshot, args.max_warcs)
     flow = crawl_to_tokens if args.command == "run" else crawl_to_docs
-    result = flow(output=args.output, inputs=uris, snapshot=args.snapshot, config_file=args.config, overrides=overrides)
+    result = flow(output=output, inputs=uris, snapshot=snapshot, config_file=args.config, overrides=overrides)
     if args.command == "filter":
         _print_stage(result)
         return 1 if result["inputs_failed"] and not result["inputs_done"] else 0
     _print_stage(result["filter"])
-    _print_dedup(result["dedup"], f"{args.output.rstrip('/')}/deduped")
+    _print_dedup(result["dedup"], f"{output.rstrip('/')}/deduped")
     _print_tokens(result["tokenize"])
     return 0
 

@@ -24,7 +24,7 @@ from flows.report import dedup_report, funnel_text, publish_stage_artifacts, tok
 from infra.settings import Settings, load_settings
 from infra.spark import spark_session
 from infra.storage import Storage, join
-from tasks.inputs import InputError, resolve_inputs, snapshot_warc_urls
+from tasks.inputs import InputError, latest_snapshot, resolve_inputs, snapshot_warc_urls
 from tasks.jobs.dedup import run_dedup
 from tasks.jobs.filter import run_filter
 from tasks.jobs.tokenize import run_tokenize
@@ -40,6 +40,15 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except Exception:  # noqa: BLE001 - called outside a run (tests, plain Python)
         return logging.getLogger(__name__)
+
+
+def snapshot_run(settings: Settings, output: str, snapshot: str | None) -> tuple[str, str | None]:
+    """For `--snapshot latest` (scheduled runs): the newest Common Crawl snapshot, written to its
+    own folder under `output`, so each new crawl gets a fresh run and a rerun resumes it."""
+    if snapshot != "latest":
+        return output, snapshot
+    resolved = latest_snapshot(settings.input.collinfo_url, settings.input.http_timeout_seconds)
+    return join(output, resolved), resolved
 
 
 def warc_inputs(settings: Settings, inputs: list[str] | None, snapshot: str | None, max_warcs: int | None) -> list[str]:
@@ -89,8 +98,9 @@ def crawl_to_docs(
     config_file: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """WARC files (paths, globs, s3:// or a Common Crawl snapshot) -> filtered documents."""
+    """WARC files (paths, globs, s3://, a Common Crawl snapshot or `latest`) -> filtered documents."""
     settings = load_settings(config_file, overrides)
+    output, snapshot = snapshot_run(settings, output, snapshot)
     uris = warc_inputs(settings, inputs, None if inputs else snapshot, max_warcs)
     _logger().info("filtering %d WARC file(s) into %s", len(uris), output)
     return filter_stage(uris, join(output, FILTERED), settings, snapshot or "")
@@ -107,8 +117,9 @@ def crawl_to_tokens(
     tokenizer_uri: str | None = None,
 ) -> dict[str, Any]:
     """The whole data half: WARC files -> filtered -> deduplicated documents -> token shards."""
-    filtered = crawl_to_docs(output, inputs, snapshot, max_warcs, config_file, overrides)  # a subflow in the UI
     settings = load_settings(config_file, overrides)
+    output, snapshot = snapshot_run(settings, output, snapshot)
+    filtered = crawl_to_docs(output, inputs, snapshot, max_warcs, config_file, overrides)  # a subflow in the UI
     if filtered["inputs_failed"]:
         raise RuntimeError(
             f"{len(filtered['inputs_failed'])} WARC file(s) failed; rerun to retry them before deduplicating"

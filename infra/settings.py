@@ -66,6 +66,8 @@ class SeaweedSettings(Section):
 class InputSettings(Section):
     # Where `--snapshot CC-MAIN-YYYY-WW` finds crawl-data/<id>/warc.paths.gz and the WARCs.
     commoncrawl_base_url: str = "https://data.commoncrawl.org"
+    # Where `--snapshot latest` looks up the newest crawl (a JSON list of {"id": "CC-MAIN-..."}).
+    collinfo_url: str = "https://index.commoncrawl.org/collinfo.json"
     max_warcs: int | None = None
     max_record_bytes: int = 10 * 1024 * 1024  # larger HTTP bodies are skipped as "too_large"
     http_timeout_seconds: float = 60.0

@@ -14,6 +14,7 @@ Every problem the user can fix becomes an `InputError` whose message is one line
 from __future__ import annotations
 
 import gzip
+import json
 import http.client
 import io
 import logging
@@ -99,6 +100,20 @@ def _only_warcs(uris: list[str], message_if_none: str) -> list[str]:
     if not warcs:
         raise InputError(message_if_none)
     return warcs
+
+
+def latest_snapshot(collinfo_url: str, timeout: float) -> str:
+    """The newest snapshot id in Common Crawl's collinfo.json (a list of crawls, newest first),
+    so a scheduled run with `--snapshot latest` picks up each new crawl."""
+    try:
+        with _urlopen(collinfo_url, timeout) as response:
+            crawls = json.loads(response.read().decode("utf-8"))
+        ids = [crawl["id"] for crawl in crawls if SNAPSHOT_ID.fullmatch(str(crawl.get("id", "")))]
+    except (OSError, ValueError, TypeError, AttributeError) as error:  # HTTP, JSON or shape errors
+        raise InputError(f"cannot read the crawl list {collinfo_url}: {_first_line(error)}") from error
+    if not ids:
+        raise InputError(f"{collinfo_url} lists no CC-MAIN snapshot")
+    return max(ids)  # CC-MAIN-YYYY-WW sorts chronologically
 
 
 def snapshot_warc_urls(snapshot: str, base_url: str, max_warcs: int | None, timeout: float) -> list[str]:

@@ -92,27 +92,31 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.mark.spark
-def test_cli_filter_a_snapshot_over_http(prefect_server, spark, tmp_path, capsys):
-    """`crawl2chat filter --snapshot` against a local stand-in for data.commoncrawl.org."""
+def test_cli_filter_the_latest_snapshot_over_http(prefect_server, spark, tmp_path, capsys):
+    """`crawl2chat filter --snapshot latest` against a local stand-in for Common Crawl's servers:
+    the newest crawl in collinfo.json is found, its warc.paths.gz read, its WARCs streamed."""
     snapshot = "CC-MAIN-2024-51"
     root = tmp_path / "commoncrawl"
     crawl = generate_sample_crawl(root / "crawl-data" / snapshot / "segments", num_warcs=3, pages_per_warc=20, seed=5)
     listing = "\n".join(path.relative_to(root).as_posix() for path in crawl.warc_paths) + "\n"
     (root / "crawl-data" / snapshot / "warc.paths.gz").write_bytes(gzip.compress(listing.encode()))
+    crawls = [{"id": "CC-MAIN-2024-46", "name": "November 2024"}, {"id": snapshot, "name": "December 2024"}]
+    (root / "collinfo.json").write_text(json.dumps(crawls))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base_url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        argv = ["filter", "--snapshot", snapshot, "--max-warcs", "2", "--output", str(tmp_path / "out"),
-                "--set", f"input.commoncrawl_base_url={base_url}"]
+        argv = ["filter", "--snapshot", "latest", "--max-warcs", "2", "--output", str(tmp_path / "out"),
+                "--set", f"input.commoncrawl_base_url={base_url}", "--set", f"input.collinfo_url={base_url}/collinfo.json"]
         assert main(argv) == 0
+        assert "== filter" in capsys.readouterr().out
+        (root / "collinfo.json").write_text("[]")
+        assert main(argv) == 2 and "lists no CC-MAIN snapshot" in capsys.readouterr().err
     finally:
         server.shutdown()
-    stats = json.loads((tmp_path / "out" / "filtered" / "stats.json").read_text())
+    stats = json.loads((tmp_path / "out" / snapshot / "filtered" / "stats.json").read_text())
     assert stats["inputs"] == stats["inputs_done"] == 2
     assert stats["totals"]["docs_out"] > 10
-    printed = capsys.readouterr().out
-    assert "== filter" in printed and "url_filter" in printed
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
