@@ -189,12 +189,22 @@ def _run_stage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def build_deployment(args: argparse.Namespace):
+    """The crawl-to-tokens deployment `serve` runs: its schedule and its parameters. One run at a
+    time, so a slow crawl is never processed twice over by overlapping scheduled runs."""
     from flows.crawl_to_tokens import crawl_to_tokens
 
     parameters = {"output": args.output, "inputs": args.inputs, "snapshot": args.snapshot, "max_warcs": args.max_warcs,
                   "config_file": args.config, "overrides": parse_overrides(args.set)}
-    crawl_to_tokens.serve(name=args.name, cron=args.cron, parameters=parameters)
+    return crawl_to_tokens.to_deployment(
+        name=args.name, cron=args.cron, parameters=parameters, concurrency_limit=1, tags=["crawl2chat", "data"]
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+
+    serve(build_deployment(args))
     return 0
 
 

@@ -133,6 +133,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert err.startswith("crawl2chat: error:") and message in err and "\n" not in err, err
 
 
+def test_serve_builds_a_scheduled_deployment():
+    from flows.cli import build_deployment, build_parser
+
+    args = build_parser().parse_args(
+        ["serve", "--cron", "0 6 * * 1", "--snapshot", "latest", "--max-warcs", "50", "--output", "s3://bucket/cc",
+         "--set", "dedup.per_snapshot=true"]
+    )
+    deployment = build_deployment(args)
+    assert deployment.name == "crawl-to-tokens" and deployment.flow_name == "crawl-to-tokens"
+    assert [schedule.schedule.cron for schedule in deployment.schedules] == ["0 6 * * 1"]
+    assert deployment.parameters["snapshot"] == "latest" and deployment.parameters["max_warcs"] == 50
+    assert deployment.parameters["overrides"] == {"dedup": {"per_snapshot": True}}
+
+
 def test_overrides_parse_json_values():
     assert parse_overrides(['filter.language.languages=["en","de"]', "spark.master=local[4]", "dedup.num_bands=7"]) == {
         "filter": {"language": {"languages": ["en", "de"]}},
