@@ -50,11 +50,10 @@ def filter_warc(uri: str, unit: str, output: str, settings: Settings, snapshot: 
 
 def summarize(funnel: Funnel) -> dict[str, Any]:
     """Totals across the chain: records read, documents kept, and every drop reason by step."""
-    read = funnel.steps.get(READ_STEP)
-    last_out = [stats.docs_out for stats in funnel.steps.values()][-1:] or [0]
+    steps = list(funnel.steps.values())  # in chain order, the reader first
     return {
-        "records_in": read.docs_in if read else 0,
-        "docs_out": last_out[0],
+        "records_in": steps[0].docs_in if steps else 0,
+        "docs_out": steps[-1].docs_out if steps else 0,
         "dropped": sum(sum(stats.dropped.values()) for stats in funnel.steps.values()),
         "dropped_by_reason": {
             f"{name}/{reason}": count for name, stats in funnel.steps.items() for reason, count in sorted(stats.dropped.items())
