@@ -7,7 +7,7 @@ every size runs in a fresh process (so peaks are per size) on local Spark, and r
 stage's wall time (after a warm-up run that pays the one-off costs, reported apart), seconds
 per 1,000 documents, the driver's peak RSS (Python, from `resource.getrusage`, and the JVM's
 VmHWM, which in local mode also holds the executor's cache, bounded by `spark.driver_memory`),
-and what was removed. Corpora (tasks.dedup.synthetic: 10%
+and what was removed. Corpora (tasks.samples.dedup_corpus: 10%
 of documents in near-duplicate pairs at s = 0.5-0.9, 5% in exact pairs, 10,000 per file) are
 generated once into --data and reused.
 """
@@ -42,7 +42,7 @@ def run_one(corpus: str, master: str) -> None:
     from infra.settings import Settings, SparkSettings
     from infra.spark import spark_session
     from infra.storage import Storage
-    from tasks.dedup.synthetic import write_corpus
+    from tasks.samples.dedup_corpus import write_corpus
     from tasks.jobs.dedup import run_dedup
 
     started = time.perf_counter()
@@ -81,7 +81,7 @@ def ensure_corpus(data: Path, docs: int) -> str:
         shutil.rmtree(folder, ignore_errors=True)
         print(f"generating {docs:,} documents into {folder} ...", flush=True)
         subprocess.run(
-            [sys.executable, "-m", "tasks.dedup.synthetic", str(folder), str(docs)], check=True, cwd=ROOT,
+            [sys.executable, "-m", "tasks.samples.dedup_corpus", str(folder), str(docs)], check=True, cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
         )
         (folder / "complete").touch()

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from infra.settings import Settings, load_settings  # noqa: E402
-from tasks.blocklist import import_blocklist  # noqa: E402
-from tasks.docs_io import unit_key  # noqa: E402
+from tasks.filters.blocklist import import_blocklist  # noqa: E402
+from tasks.formats.docs import unit_key  # noqa: E402
 from tasks.jobs.filter import filter_warc, summarize  # noqa: E402
 from tasks.pipeline import Funnel  # noqa: E402
 

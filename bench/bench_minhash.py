@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_minhash.py [--docs 2000] [--stage-docs 5000] [--no-stage]
 
-Part 1, signature throughput. One synthetic corpus (tasks.dedup.synthetic: Zipf vocabulary,
+Part 1, signature throughput. One synthetic corpus (tasks.samples.dedup_corpus: Zipf vocabulary,
 lognormal lengths, median 350 words, ~480 on average) is written once as JSONL; every contender
 then runs in its own subprocess, pinned to one core with all thread pools at 1, and turns the
 same raw texts into 112-value signatures. Each contender starts from raw text, so all include
@@ -149,7 +149,7 @@ def _interpreters(bench_python: str) -> dict[str, str]:
 def write_corpus_files(folder: Path, docs: int, seed: int = 0) -> tuple[Path, Path]:
     """The same documents as JSONL (part 1) and as a docs stage (part 2)."""
     from infra.storage import Storage
-    from tasks.dedup.synthetic import write_corpus
+    from tasks.samples.dedup_corpus import write_corpus
 
     stage = folder / "stage"
     levels = (0.5, 0.7, 0.8, 0.9)

@@ -24,11 +24,11 @@ from flows.report import dedup_report, funnel_text, publish_stage_artifacts, tok
 from infra.settings import Settings, load_settings
 from infra.spark import spark_session
 from infra.storage import Storage, join
-from tasks.inputs import InputError, latest_snapshot, resolve_inputs, snapshot_warc_urls
+from tasks.readers.inputs import InputError, latest_snapshot, resolve_inputs, snapshot_warc_urls
 from tasks.jobs.dedup import run_dedup
 from tasks.jobs.filter import run_filter
 from tasks.jobs.tokenize import run_tokenize
-from tasks.sample_crawl import generate_sample_crawl
+from tasks.samples.crawl import generate_sample_crawl
 
 FILTERED = "filtered"
 DEDUPED = "deduped"

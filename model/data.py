@@ -4,7 +4,7 @@
     for inputs, targets in stream.batches(batch_size=8, seq_len=1024): ...
     checkpoint["data"] = stream.state_dict()        # later: stream.load_state_dict(...)
 
-Only the shards that the manifest lists are read (see tasks/shards.py). The unit of reading is
+Only the shards that the manifest lists are read (see model/shards.py). The unit of reading is
 a Parquet row group (about a thousand documents), fetched from local disk or S3 as it is
 needed; the row groups of a split, numbered across its shards in manifest order, are dealt out
 round-robin, so rank r of w reads row groups r, r+w, r+2w, ... and never another rank's.
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from infra.storage import Storage, join
 from model.tokenizer import BpeTokenizer
-from tasks.shards import Manifest, manifest_uri
+from model.shards import Manifest, manifest_uri
 
 STATE_VERSION = 1
 

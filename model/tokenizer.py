@@ -6,9 +6,9 @@ bytes (ByteLevel, one printable character per byte), and merges learned on a sam
 cleaned documents join bytes into tokens. No normaliser runs, so nothing is changed on the way.
 
 The special tokens take the first ids: `<|bos|>` starts every document, the chat template is
-`<|im_start|>role<|im_sep|>content<|im_end|>`, and `<|search_start|>` / `<|search_end|>` are
-reserved for tool calls. They only ever enter a sequence structurally (`bos_id`,
-`encode_chat`): text is always encoded as ordinary text, so a web page that contains the
+`<|im_start|>role<|im_sep|>content<|im_end|>`; `<|search_start|>query<|search_end|>` is a search
+call the model makes and `<|result_start|>...<|result_end|>` the results the engine puts back.
+They only ever enter a sequence structurally (`bos_id`, `encode_chat`): text is always encoded as ordinary text, so a web page that contains the
 string "<|im_end|>" gets ordinary tokens for it and cannot forge a turn boundary.
 
 A tokenizer is identified by `sha256`, the hash of its canonical JSON (sorted keys, no
@@ -37,7 +37,9 @@ IM_SEP = "<|im_sep|>"
 IM_END = "<|im_end|>"
 SEARCH_START = "<|search_start|>"
 SEARCH_END = "<|search_end|>"
-SPECIAL_TOKENS = (BOS, IM_START, IM_SEP, IM_END, SEARCH_START, SEARCH_END)
+RESULT_START = "<|result_start|>"
+RESULT_END = "<|result_end|>"
+SPECIAL_TOKENS = (BOS, IM_START, IM_SEP, IM_END, SEARCH_START, SEARCH_END, RESULT_START, RESULT_END)
 
 # How text is cut into pieces before BPE; no token ever spans two pieces. The alternatives are
 # tried left to right at each position:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.blocklist import (
+from tasks.filters.blocklist import (
     host_key,
     import_blocklist,
     load_blocklist,

@@ -10,7 +10,7 @@ import pytest
 
 from infra.settings import C4Settings
 from tasks.pipeline import Document
-from tasks.quality.c4 import C4Filter
+from tasks.filters.quality.c4 import C4Filter
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 needs_realdata = pytest.mark.skipif(not REALDATA.exists(), reason="../shared/realdata is absent")

@@ -10,7 +10,7 @@ import pytest
 from infra.storage import Storage, join
 from model.data import TokenStream
 from model.tokenizer import BpeTokenizer
-from tasks.shards import TOKENIZER_FILE, Manifest, ShardWriter, SplitInfo, TokenizerInfo
+from model.shards import TOKENIZER_FILE, Manifest, ShardWriter, SplitInfo, TokenizerInfo
 
 
 def write_shard_set(storage: Storage, output: str) -> list[np.ndarray]:

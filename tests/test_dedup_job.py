@@ -20,8 +20,8 @@ from infra.settings import DedupSettings, Settings
 from infra.storage import Storage, StorageError, join
 from tasks.dedup.index import read_index, run_tag
 from tasks.dedup.minhash import collision_probability
-from tasks.dedup.synthetic import DocumentFactory, write_corpus
-from tasks.docs_io import DOC_SCHEMA, STATS_FILE, docs_uri, list_doc_files, unit_key, write_table
+from tasks.samples.dedup_corpus import DocumentFactory, write_corpus
+from tasks.formats.docs import DOC_SCHEMA, STATS_FILE, docs_uri, list_doc_files, unit_key, write_table
 from tasks.jobs.dedup import REMOVED_DIR, run_dedup
 
 pytestmark = pytest.mark.spark

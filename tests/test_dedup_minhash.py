@@ -17,7 +17,7 @@ from datasketch import MinHash
 
 from tasks.dedup.minhash import MinHasher, collision_probability, estimated_jaccard
 from tasks.dedup.normalize import _DIGIT, _NOT_WORD, normalize_text, shingles
-from tasks.dedup.synthetic import DocumentFactory, shingle_jaccard
+from tasks.samples.dedup_corpus import DocumentFactory, shingle_jaccard
 
 
 @pytest.mark.parametrize(

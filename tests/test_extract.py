@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from infra.settings import ExtractionSettings
-from tasks.extract import Extractor
+from tasks.filters.extract import Extractor
 from tasks.pipeline import Document
 from tests.conftest import REALDATA, needs_realdata
 

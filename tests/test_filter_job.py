@@ -10,9 +10,9 @@ import pytest
 
 from infra.settings import load_settings
 from infra.storage import Storage, join
-from tasks.docs_io import DOC_SCHEMA, DROPPED_SCHEMA, PROGRESS_DIR, list_doc_files
+from tasks.formats.docs import DOC_SCHEMA, DROPPED_SCHEMA, PROGRESS_DIR, list_doc_files
 from tasks.jobs.filter import run_filter
-from tasks.sample_crawl import generate_sample_crawl
+from tasks.samples.crawl import generate_sample_crawl
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ def test_sample_crawl_to_seaweedfs(spark, seaweed, s3_prefix, sample_crawl):
     # Inputs on S3 too: upload the WARCs, then point the job at the prefix.
     for path in sample_crawl.warc_paths:
         storage.write_bytes(join(s3_prefix, "crawl", path.name), path.read_bytes())
-    from tasks.inputs import resolve_inputs
+    from tasks.readers.inputs import resolve_inputs
 
     inputs = resolve_inputs([join(s3_prefix, "crawl")], storage)
     output = join(s3_prefix, "filtered")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.pipeline import Document
-from tasks.quality.fineweb import FineWebFilter
+from tasks.filters.quality.fineweb import FineWebFilter
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 needs_realdata = pytest.mark.skipif(not REALDATA.exists(), reason="../shared/realdata is absent")

@@ -21,7 +21,7 @@ import pytest
 from flows.cli import main, parse_overrides
 from model.data import TokenStream
 from infra.storage import Storage, join
-from tasks.sample_crawl import generate_sample_crawl
+from tasks.samples.crawl import generate_sample_crawl
 
 pytestmark = [pytest.mark.slow]
 
@@ -134,7 +134,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_serve_builds_a_scheduled_deployment():
-    from flows.cli import build_deployment, build_parser
+    from flows.cli import build_parser
+    from flows.commands.data import build_deployment
 
     args = build_parser().parse_args(
         ["serve", "--cron", "0 6 * * 1", "--snapshot", "latest", "--max-warcs", "50", "--output", "s3://bucket/cc",

@@ -11,7 +11,7 @@ import pytest
 
 from infra.settings import GopherRepetitionSettings
 from tasks.pipeline import Document
-from tasks.quality.gopher import GopherQualityFilter, GopherRepetitionFilter
+from tasks.filters.quality.gopher import GopherQualityFilter, GopherRepetitionFilter
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 needs_realdata = pytest.mark.skipif(not REALDATA.exists(), reason="../shared/realdata is absent")

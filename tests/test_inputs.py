@@ -1,4 +1,4 @@
-"""tasks.inputs: resolving paths, globs, directories and s3:// prefixes; a snapshot's warc.paths.gz;
+"""tasks.readers.inputs: resolving paths, globs, directories and s3:// prefixes; a snapshot's warc.paths.gz;
 streaming WARCs over real HTTP from a local server (busy answers, dropped connections, resumes).
 """
 
@@ -15,10 +15,10 @@ import pytest
 
 from infra.settings import StorageSettings
 from infra.storage import Storage, join
-from tasks.inputs import InputError, open_warc, resolve_inputs, snapshot_of, snapshot_warc_urls
+from tasks.readers.inputs import InputError, open_warc, resolve_inputs, snapshot_of, snapshot_warc_urls
 from tasks.pipeline import StepStats
-from tasks.sample_crawl import generate_sample_crawl
-from tasks.warc import iter_warc_documents
+from tasks.samples.crawl import generate_sample_crawl
+from tasks.readers.warc import iter_warc_documents
 
 SNAPSHOT = "CC-MAIN-2024-51"
 

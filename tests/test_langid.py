@@ -8,7 +8,7 @@ import time
 import pytest
 
 from infra.settings import LanguageSettings
-from tasks.langid import LanguageFilter, bundled_model_path
+from tasks.filters.langid import LanguageFilter, bundled_model_path
 from tasks.pipeline import Document
 from tests.conftest import REALDATA, needs_realdata
 

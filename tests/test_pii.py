@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra.settings import PiiSettings
-from tasks.pii import PiiScrubber
+from tasks.filters.pii import PiiScrubber
 from tasks.pipeline import Document
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"

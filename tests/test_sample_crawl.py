@@ -1,4 +1,4 @@
-"""tasks.sample_crawl: valid, reproducible WARCs whose planted kinds are what truth.json says they are."""
+"""tasks.samples.crawl: valid, reproducible WARCs whose planted kinds are what truth.json says they are."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from resiliparse.extract.html2text import extract_plain_text
 
-from tasks.inputs import InputError
+from tasks.readers.inputs import InputError
 from tasks.pipeline import StepStats
-from tasks.sample_crawl import BLOCKED_HOSTS, KINDS, generate_sample_crawl
-from tasks.warc import iter_warc_documents
+from tasks.samples.crawl import BLOCKED_HOSTS, KINDS, generate_sample_crawl
+from tasks.readers.warc import iter_warc_documents
 
 
 @pytest.fixture(scope="module")

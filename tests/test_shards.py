@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from infra.storage import Storage
-from tasks.shards import (
+from model.shards import (
     Manifest,
     ShardInfo,
     ShardWriter,

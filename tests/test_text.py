@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tasks.quality.text import NGramRepetition, count_sentences, duplicates, lines, paragraphs, words
+from tasks.filters.quality.text import NGramRepetition, count_sentences, duplicates, lines, paragraphs, words
 
 
 def test_words_are_whitespace_tokens_with_punctuation_attached():

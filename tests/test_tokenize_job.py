@@ -14,10 +14,10 @@ from infra.settings import Settings, ShardSettings, StorageSettings, TokenizerSe
 from infra.storage import Storage, join
 from model.data import TokenStream
 from model.tokenizer import BpeTokenizer
-from tasks.docs_io import docs_uri, documents_to_table, write_table
+from tasks.formats.docs import docs_uri, documents_to_table, write_table
 from tasks.jobs.tokenize import run_tokenize
 from tasks.pipeline import Document
-from tasks.shards import Manifest, split_of
+from model.shards import Manifest, split_of
 from tests.conftest import REALDATA, needs_realdata
 from tests.test_tokenizer import synthetic_corpus
 

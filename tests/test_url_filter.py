@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from infra.settings import UrlFilterSettings
-from tasks.blocklist import import_blocklist
+from tasks.filters.blocklist import import_blocklist
 from tasks.pipeline import Document, Funnel, run_chain
-from tasks.url_filter import UrlFilter, parent_hosts, registered_domain
+from tasks.filters.url import UrlFilter, parent_hosts, registered_domain
 from tests.conftest import REALDATA, needs_realdata
 
 CLEAN_URLS = [

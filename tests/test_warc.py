@@ -1,4 +1,4 @@
-"""tasks.warc against real WARCs (Common Crawl, wget, ClueWeb, warcio's broken ones) and crafted records.
+"""tasks.readers.warc against real WARCs (Common Crawl, wget, ClueWeb, warcio's broken ones) and crafted records.
 
 Known answers: the document and drop counts of every file in realdata/warc, damaged streams that
 keep what precedes the damage, and charsets decoded from header, <meta> or detection.
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tasks.pipeline import StepStats
-from tasks.sample_crawl import http_response, warc_record
-from tasks.warc import iter_warc_documents
+from tasks.samples.crawl import http_response, warc_record
+from tasks.readers.warc import iter_warc_documents
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 WARCS = REALDATA / "warc"

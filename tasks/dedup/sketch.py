@@ -22,7 +22,7 @@ from infra.settings import DedupSettings, StorageSettings
 from infra.storage import Storage
 from tasks.dedup.minhash import MinHasher
 from tasks.dedup.normalize import normalize_text, shingles
-from tasks.docs_io import read_batches
+from tasks.formats.docs import read_batches
 
 SKETCH_ARROW_SCHEMA = pa.schema(
     [

@@ -42,7 +42,7 @@ from tasks.dedup.components import connected_components
 from tasks.dedup.index import read_index, run_tag, write_index
 from tasks.dedup.lsh import band_rows, bucket, candidate_edges, verify_edges
 from tasks.dedup.sketch import sketch_documents
-from tasks.docs_io import STATS_FILE, docs_uri, list_doc_files, unit_key, write_table
+from tasks.formats.docs import STATS_FILE, docs_uri, list_doc_files, unit_key, write_table
 from tasks.jobs.units import run_units
 
 log = logging.getLogger(__name__)

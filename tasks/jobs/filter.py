@@ -15,12 +15,12 @@ from typing import Any
 
 from infra.settings import Settings
 from infra.storage import Storage, join
-from tasks.chain import chain_for
-from tasks.docs_io import STATS_FILE, documents_to_table, docs_uri, dropped_to_table, dropped_uri, write_table
-from tasks.inputs import open_warc, snapshot_of
+from tasks.filters.chain import chain_for
+from tasks.formats.docs import STATS_FILE, documents_to_table, docs_uri, dropped_to_table, dropped_uri, write_table
+from tasks.readers.inputs import open_warc, snapshot_of
 from tasks.jobs.units import run_units
 from tasks.pipeline import Document, Funnel, run_chain
-from tasks.warc import iter_warc_documents
+from tasks.readers.warc import iter_warc_documents
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@
    saved as `<output>/tokenizer.json`; an output made with another tokenizer is refused.
 2. Shards: one Spark task per document part (tasks/jobs/units.py, so a rerun resumes), each
    batch-encoding its documents, prefixing `<|bos|>`, routing each to train or val by id hash
-   and writing size-capped shards (tasks/shards.py).
+   and writing size-capped shards (model/shards.py).
 3. Commit: only when every unit has finished does the driver write `manifest.json`, built from
    the units' progress markers in input order, so a resumed run commits the same manifest as
    an uninterrupted one.
@@ -29,9 +29,9 @@ import xxhash
 from infra.settings import Settings, ShardSettings, StorageSettings, TokenizerSettings
 from infra.storage import Storage, StorageError, join
 from model.tokenizer import BpeTokenizer
-from tasks.docs_io import list_doc_files, read_batches, unit_key
+from tasks.formats.docs import list_doc_files, read_batches, unit_key
 from tasks.jobs.units import run_units
-from tasks.shards import (
+from model.shards import (
     SPLITS,
     TOKENIZER_FILE,
     Manifest,

@@ -23,7 +23,7 @@ from typing import Any
 
 from infra.settings import StorageSettings
 from infra.storage import Storage, join
-from tasks.docs_io import PROGRESS_DIR, unit_key
+from tasks.formats.docs import PROGRESS_DIR, unit_key
 
 log = logging.getLogger(__name__)
 

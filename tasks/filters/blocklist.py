@@ -5,7 +5,7 @@ per line (`#` starts a comment), plus three word lists at its root: `banned_word
 token equal to one drops the URL), `banned_subwords.txt` (a substring of the URL with separators
 removed) and `soft_banned_words.txt` (drop when several distinct ones appear). `domains`/`urls` at
 the root itself, as in datatrove's archive, belong to no category and always apply. A word list the
-directory lacks falls back to the small one shipped in `tasks/resources/blocklist/`.
+directory lacks falls back to the small one shipped in `tasks/filters/resources/blocklist/`.
 
 The full UT1 adult list holds ~4.6 million domains. As a Python set of strings that costs ~0.5 GB
 in every process (measured: 0.6 GB peak, 3.4 s to load), and Spark runs one Python process per

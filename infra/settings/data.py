@@ -1,64 +1,15 @@
-"""All of crawl2chat's configuration, in one pydantic model.
+"""Settings of the data half: inputs, the filter chain, dedup, the tokenizer and token shards.
 
-Values come from, in rising priority: the defaults below (the published FineWeb / Gopher / C4
-parameters), a YAML file (`--config` or `CRAWL2CHAT_CONFIG`), environment variables
-(`CRAWL2CHAT_<SECTION>__<FIELD>`, e.g. `CRAWL2CHAT_SPARK__MASTER=spark://host:7077`), and finally
-explicit overrides from the CLI or a flow parameter. The standard AWS variables
-(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`) are honoured
-by the storage section.
-
-Every pipeline step takes its own section (a small model), so a step can be built and tested
-without the rest of the settings.
+The defaults are the published FineWeb / Gopher / C4 parameters.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are an error, not a silent no-op."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-# --- infrastructure -------------------------------------------------------------------------
-
-
-class StorageSettings(Section):
-    """Object storage (any S3 API) credentials and behaviour; local paths need none of it."""
-
-    endpoint_url: str | None = Field(
-        default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-    )
-    region: str = Field(default_factory=lambda: os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    access_key_id: str | None = Field(default_factory=lambda: os.environ.get("AWS_ACCESS_KEY_ID"))
-    secret_access_key: str | None = Field(default_factory=lambda: os.environ.get("AWS_SECRET_ACCESS_KEY"))
-    max_attempts: int = 5  # per request, with exponential backoff between attempts
-    backoff_seconds: float = 0.2  # first wait; doubles every attempt
-
-
-class SparkSettings(Section):
-    master: str = "local[*]"  # any spark:// or yarn master works; workers need this package installed
-    app_name: str = "crawl2chat"
-    driver_memory: str = "2g"
-    shuffle_partitions: int = 8  # small default for one machine; raise on a cluster
-    extra_conf: dict[str, str] = Field(default_factory=dict)
-
-
-class SeaweedSettings(Section):
-    """The local SeaweedFS S3 server used by tests and local runs (loopback only, no telemetry)."""
-
-    data_dir: str = ".crawl2chat/seaweedfs"
-    s3_port: int = 8333
-    start_timeout_seconds: float = 30.0
-
+from infra.settings.base import Section
 
 # --- crawl -> documents ---------------------------------------------------------------------
 
@@ -212,52 +163,3 @@ class ShardSettings(Section):
     shard_tokens: int = 100_000_000
     row_group_docs: int = 1_000
     val_fraction: float = 0.001  # deterministic split by document-id hash
-
-
-# --- the whole ------------------------------------------------------------------------------
-
-
-class Settings(BaseSettings):
-    """The root of crawl2chat's configuration."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="CRAWL2CHAT_", env_nested_delimiter="__", extra="forbid", validate_default=True
-    )
-
-    storage: StorageSettings = Field(default_factory=StorageSettings)
-    spark: SparkSettings = Field(default_factory=SparkSettings)
-    seaweed: SeaweedSettings = Field(default_factory=SeaweedSettings)
-    input: InputSettings = Field(default_factory=InputSettings)
-    filter: FilterSettings = Field(default_factory=FilterSettings)
-    dedup: DedupSettings = Field(default_factory=DedupSettings)
-    tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
-    shards: ShardSettings = Field(default_factory=ShardSettings)
-    config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Defaults < YAML file < environment < overrides (nested dicts, e.g. {"spark": {"master": ...}})."""
-    from_env = Settings()  # defaults + environment
-    path = config_file or from_env.config_file
-    file_values: dict[str, Any] = {}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        file_values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(file_values, dict):
-            raise ValueError(f"config file {path} must hold a mapping at the top level")
-    # Environment wins over the file: re-read the environment as a dict of explicitly set values.
-    env_values = from_env.model_dump(exclude_defaults=True)
-    merged = _deep_merge(_deep_merge(file_values, env_values), overrides or {})
-    return Settings.model_validate(merged)

@@ -26,7 +26,7 @@ from collections import Counter
 
 from infra.settings import C4Settings
 from tasks.pipeline import Document, Step
-from tasks.quality.text import TERMINAL_PUNCTUATION, count_sentences, lines
+from tasks.filters.quality.text import TERMINAL_PUNCTUATION, count_sentences, lines
 
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 COOKIE_PHRASES = ("cookie policy", "uses cookies", "use of cookies", "use cookies")

@@ -31,7 +31,7 @@ from collections import Counter
 
 from infra.settings import GopherQualitySettings, GopherRepetitionSettings
 from tasks.pipeline import Document, Step
-from tasks.quality.text import NGramRepetition, duplicates, lines, paragraphs, words
+from tasks.filters.quality.text import NGramRepetition, duplicates, lines, paragraphs, words
 
 
 class GopherRepetitionFilter(Step):

@@ -19,7 +19,7 @@ truth. Page kinds:
     not_found         an HTTP 404 page
     redirect          an HTTP 301 to a clean page
 
-All text comes from a small hand-written grammar per language (tasks/sample_text.py), so every clean English
+All text comes from a small hand-written grammar per language (tasks/samples/text.py), so every clean English
 page is fresh prose with stop words and full sentences, and passes the Gopher, C4 and FineWeb
 filters after main-content extraction. Same seed, same bytes.
 """
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tasks.inputs import SNAPSHOT_ID, check_snapshot_id
-from tasks.sample_text import (
+from tasks.readers.inputs import SNAPSHOT_ID, check_snapshot_id
+from tasks.samples.text import (
     AUTHORS, ENGLISH_CHROME, ENGLISH_SUBHEADINGS, LANGUAGES, REPLACEMENT_WORDS, TOPICS, EnglishWriter, LanguagePack,
     Topic, capitalize, foreign_paragraphs,
 )

@@ -9,7 +9,7 @@ This is the FineWeb / RefinedWeb URL filter. In the order the checks run, a URL 
 - a banned subword occurs in it once separators are removed: `banned_subword`.
 
 Registered domains come from the `tld` package's bundled copy of the Public Suffix List (it never
-downloads). The block list (see tasks/blocklist.py) is loaded once per process and shared by every
+downloads). The block list (see tasks/filters/blocklist.py) is loaded once per process and shared by every
 UrlFilter built with the same path and categories; the step itself holds only its settings.
 """
 
@@ -21,7 +21,7 @@ from collections import Counter
 from tld import get_fld
 
 from infra.settings import UrlFilterSettings
-from tasks.blocklist import Blocklist, load_blocklist, squeeze, url_key, url_tokens
+from tasks.filters.blocklist import Blocklist, load_blocklist, squeeze, url_key, url_tokens
 from tasks.pipeline import Document, Step
 
 

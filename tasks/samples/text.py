@@ -3,7 +3,7 @@
 `EnglishWriter` turns topics, people, places and sentence templates into fresh, grammatical
 English paragraphs (stop words, full sentences, varied lines), so that clean pages pass the
 quality filters after extraction; `LANGUAGES` holds smaller packs for German, French, Spanish,
-Russian and Japanese pages. Used only by `tasks/sample_crawl.py`, which builds pages and WARCs.
+Russian and Japanese pages. Used only by `tasks/samples/crawl.py`, which builds pages and WARCs.
 """
 
 from __future__ import annotations

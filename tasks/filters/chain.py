@@ -12,14 +12,14 @@ from __future__ import annotations
 import functools
 
 from infra.settings import FilterSettings
-from tasks.extract import Extractor
-from tasks.langid import LanguageFilter
-from tasks.pii import PiiScrubber
+from tasks.filters.extract import Extractor
+from tasks.filters.langid import LanguageFilter
+from tasks.filters.pii import PiiScrubber
 from tasks.pipeline import Step
-from tasks.quality.c4 import C4Filter
-from tasks.quality.fineweb import FineWebFilter
-from tasks.quality.gopher import GopherQualityFilter, GopherRepetitionFilter
-from tasks.url_filter import UrlFilter
+from tasks.filters.quality.c4 import C4Filter
+from tasks.filters.quality.fineweb import FineWebFilter
+from tasks.filters.quality.gopher import GopherQualityFilter, GopherRepetitionFilter
+from tasks.filters.url import UrlFilter
 
 
 class KeepHtmlAsText(Step):

@@ -12,7 +12,7 @@ and gives back exactly the generated words. Planted on top of independent docume
 
 Every document is a pure function of (seed, its index), so a corpus of any size is written one
 file at a time, a pair's members can sit in different files, and nothing is held in memory.
-Also runnable: `python -m tasks.dedup.synthetic OUTPUT_DIR NUM_DOCS` (the benches use it).
+Also runnable: `python -m tasks.samples.dedup_corpus OUTPUT_DIR NUM_DOCS` (the benches use it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from infra.storage import Storage
-from tasks.docs_io import DOC_SCHEMA, docs_uri, write_table
+from tasks.formats.docs import DOC_SCHEMA, docs_uri, write_table
 
 NGRAM = 5
 _SINGLE, _ORIGINAL, _NEAR_COPY, _EXACT_COPY = range(4)

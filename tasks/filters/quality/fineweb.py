@@ -22,7 +22,7 @@ from collections import Counter
 
 from infra.settings import FineWebSettings
 from tasks.pipeline import Document, Step
-from tasks.quality.text import TERMINAL_PUNCTUATION, duplicates, lines
+from tasks.filters.quality.text import TERMINAL_PUNCTUATION, duplicates, lines
 
 
 class FineWebFilter(Step):

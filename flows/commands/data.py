@@ -1,0 +1,206 @@
+"""The data half's commands: the whole data flow, each stage, scheduled serving and utilities.
+
+    crawl2chat run                     whole data flow on a generated sample crawl
+    crawl2chat run --snapshot CC-MAIN-2024-51 --max-warcs 2 --output s3://bucket/run
+    crawl2chat filter --input 'crawl/*.warc.gz' --output out/
+    crawl2chat dedup --input out/ --output deduped/
+    crawl2chat tokenizer train --input deduped/ --output tokens/
+    crawl2chat tokenize --input deduped/ --output s3://bucket/tokens
+    crawl2chat serve --cron "0 6 * * 1" --snapshot latest --max-warcs 100 --output s3://bucket/cc
+    crawl2chat sample-crawl --output crawl/
+    crawl2chat blocklist load --from ut1.tar.gz --to lists/
+    crawl2chat seaweed --dir .crawl2chat/seaweedfs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from flows.cli import add_config_args, parse_overrides
+from infra.settings import SeaweedSettings
+
+
+def _add_input_args(parser: argparse.ArgumentParser, required_output: bool = True) -> None:
+    parser.add_argument("--input", "-i", action="append", dest="inputs", help="WARC path, glob, directory, s3:// or http(s) URI (repeatable)")
+    parser.add_argument("--snapshot", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-51, or 'latest' (output goes to <output>/<id>)")
+    parser.add_argument("--max-warcs", type=int, help="process at most this many WARC files")
+    parser.add_argument("--output", "-o", required=required_output, default=None if required_output else "data/run", help="local directory or s3://bucket/prefix")
+    add_config_args(parser)
+
+
+def _add_stage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", "-i", required=True, dest="input_uri", help="a documents stage (its docs/ parts), local or s3://")
+    parser.add_argument("--output", "-o", required=True, help="local directory or s3://bucket/prefix")
+    add_config_args(parser)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="the whole data flow; with no input, on a generated sample crawl")
+    _add_input_args(run, required_output=False)
+    run.set_defaults(handler=_run_data_flow)
+
+    filter_ = commands.add_parser("filter", help="WARC files -> filtered documents (Parquet) + stats.json")
+    _add_input_args(filter_)
+    filter_.set_defaults(handler=_run_data_flow)
+
+    for name, help_text in (
+        ("dedup", "documents -> exact and MinHash near-duplicate removal -> documents"),
+        ("tokenize", "documents -> BPE token shards + manifest.json (trains the tokenizer if needed)"),
+    ):
+        stage = commands.add_parser(name, help=help_text)
+        _add_stage_args(stage)
+        stage.set_defaults(handler=_run_stage)
+        if name == "tokenize":
+            stage.add_argument("--tokenizer", help="an existing tokenizer.json to use instead of training one")
+
+    tokenizer = commands.add_parser("tokenizer", help="BPE tokenizer")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
+    train = tokenizer_commands.add_parser("train", help="train on a sample of documents; report bytes per token")
+    _add_stage_args(train)
+    train.set_defaults(handler=_run_stage)
+
+    serve = commands.add_parser("serve", help="serve the crawl-to-tokens flow as a Prefect deployment (scheduled runs)")
+    _add_input_args(serve)
+    serve.add_argument("--cron", help="cron schedule, e.g. '0 6 * * 1'; none: run on demand from the UI")
+    serve.add_argument("--name", default="crawl-to-tokens")
+    serve.set_defaults(handler=_serve)
+
+    sample = commands.add_parser("sample-crawl", help="write a small synthetic crawl of WARC files")
+    sample.add_argument("--output", "-o", required=True)
+    sample.add_argument("--warcs", type=int, default=2)
+    sample.add_argument("--pages", type=int, default=60, help="pages per WARC")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(handler=_sample_crawl)
+
+    blocklist = commands.add_parser("blocklist", help="URL blocklists")
+    blocklist_commands = blocklist.add_subparsers(dest="blocklist_command", required=True)
+    load = blocklist_commands.add_parser("load", help="import a UT1 blocklist (directory, .tar.gz file or URL) for filter.url.blocklist_path")
+    load.add_argument("--from", dest="source", required=True)
+    load.add_argument("--to", dest="dest", required=True)
+    load.set_defaults(handler=_blocklist_load)
+
+    seaweed = commands.add_parser("seaweed", help="run a local SeaweedFS S3 server in the foreground")
+    seaweed.add_argument("--dir", default=SeaweedSettings().data_dir)
+    seaweed.add_argument("--port", type=int, default=SeaweedSettings().s3_port)
+    seaweed.set_defaults(handler=_seaweed)
+
+
+def _print_stage(stats: dict[str, Any]) -> None:
+    from flows.report import funnel_text
+
+    print(f"\n== {stats['stage']} -> {stats['output']} ({stats['wall_seconds']} s)")
+    print(funnel_text(stats))
+    for uri, error in (stats.get("inputs_failed") or {}).items():
+        print(f"failed: {uri}: {error}", file=sys.stderr)
+
+
+def _run_data_flow(args: argparse.Namespace) -> int:
+    from flows.crawl_to_tokens import crawl_to_docs, crawl_to_tokens, sample_inputs, snapshot_run, warc_inputs
+    from infra.settings import load_settings
+
+    inputs = args.inputs
+    if args.command == "run" and not inputs and not args.snapshot:
+        sample_dir = Path(args.output if "://" not in args.output else "data") / "sample-crawl"
+        inputs = sample_inputs(sample_dir)
+        print(f"no input given: generated a sample crawl of {len(inputs)} WARC file(s) in {sample_dir}")
+    overrides = parse_overrides(args.set)
+    # Resolve (and so validate) inputs and settings before Prefect starts: a typo in a path
+    # should cost one line and no flow run.
+    settings = load_settings(args.config, overrides)
+    output, snapshot = snapshot_run(settings, args.output, args.snapshot)
+    uris = warc_inputs(settings, inputs, snapshot, args.max_warcs)
+    flow = crawl_to_tokens if args.command == "run" else crawl_to_docs
+    result = flow(output=output, inputs=uris, snapshot=snapshot, config_file=args.config, overrides=overrides)
+    if args.command == "filter":
+        _print_stage(result)
+        return 1 if result["inputs_failed"] and not result["inputs_done"] else 0
+    _print_stage(result["filter"])
+    _print_dedup(result["dedup"], f"{output.rstrip('/')}/deduped")
+    _print_tokens(result["tokenize"])
+    return 0
+
+
+def _print_dedup(stats: dict[str, Any], output: str) -> None:
+    from flows.report import dedup_report
+
+    _print_stage({"stage": "dedup", **dedup_report(stats, output)})
+
+
+def _print_tokens(report: dict[str, Any]) -> None:
+    from flows.report import tokenize_report
+
+    summary = tokenize_report(report)
+    print(f"\n== tokenize -> {summary['output']} ({summary['wall_seconds']} s)")
+    for key, value in summary["totals"].items():
+        print(f"{key:<20}{value}")
+    for uri, error in (report.get("failed") or {}).items():
+        print(f"failed: {uri}: {error}", file=sys.stderr)
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    from flows.crawl_to_tokens import dedup_docs, tokenize_docs
+
+    overrides = parse_overrides(args.set)
+    if args.command == "dedup":
+        stats = dedup_docs(args.input_uri, args.output, args.config, overrides)
+        _print_dedup(stats, args.output)
+        return 1 if stats.get("files_failed") else 0
+    if args.command == "tokenize":
+        report = tokenize_docs(args.input_uri, args.output, args.config, overrides, args.tokenizer)
+        _print_tokens(report)
+        return 1 if report.get("failed") else 0
+    # tokenizer train: no Spark, no flow; a sample of documents on this machine.
+    from infra.settings import load_settings
+    from infra.storage import Storage
+    from tasks.jobs.tokenize import train_tokenizer_from_docs
+
+    settings = load_settings(args.config, overrides)
+    print(json.dumps(train_tokenizer_from_docs(Storage(settings.storage), args.input_uri, args.output, settings.tokenizer), indent=2))
+    return 0
+
+
+def build_deployment(args: argparse.Namespace):
+    """The crawl-to-tokens deployment `serve` runs: its schedule and its parameters. One run at a
+    time, so a slow crawl is never processed twice over by overlapping scheduled runs."""
+    from flows.crawl_to_tokens import crawl_to_tokens
+
+    parameters = {"output": args.output, "inputs": args.inputs, "snapshot": args.snapshot, "max_warcs": args.max_warcs,
+                  "config_file": args.config, "overrides": parse_overrides(args.set)}
+    return crawl_to_tokens.to_deployment(
+        name=args.name, cron=args.cron, parameters=parameters, concurrency_limit=1, tags=["crawl2chat", "data"]
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+
+    serve(build_deployment(args))
+    return 0
+
+
+def _sample_crawl(args: argparse.Namespace) -> int:
+    from tasks.samples.crawl import generate_sample_crawl
+
+    crawl = generate_sample_crawl(args.output, num_warcs=args.warcs, pages_per_warc=args.pages, seed=args.seed)
+    print("\n".join(str(path) for path in crawl.warc_paths))
+    return 0
+
+
+def _blocklist_load(args: argparse.Namespace) -> int:
+    from tasks.filters.blocklist import import_blocklist
+
+    print(json.dumps(import_blocklist(args.source, args.dest), indent=2))
+    return 0
+
+
+def _seaweed(args: argparse.Namespace) -> int:
+    from infra.seaweed import SeaweedServer
+
+    with SeaweedServer(args.dir, s3_port=args.port) as server:
+        print(f"SeaweedFS S3 on {server.endpoint_url} (Ctrl-C to stop)", flush=True)
+        server.process.wait()
+    return 0

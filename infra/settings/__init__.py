@@ -1,0 +1,93 @@
+"""All of crawl2chat's configuration: one pydantic model, split by domain into sections.
+
+Values come from, in rising priority: the defaults (the published FineWeb / Gopher / C4
+parameters for the data half), a YAML file (`--config` or `CRAWL2CHAT_CONFIG`), environment
+variables (`CRAWL2CHAT_<SECTION>__<FIELD>`, e.g. `CRAWL2CHAT_SPARK__MASTER=spark://host:7077`),
+and finally explicit overrides from the CLI (`--set`) or a flow parameter. The standard AWS
+variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_DEFAULT_REGION`) are honoured by the storage section.
+
+The sections live by domain: `services.py` (storage, Spark, SeaweedFS) and `data.py` (inputs,
+the filter chain, dedup, tokenizer, shards). Every step or stage takes its own section, so it
+can be built and tested without the rest. Import any section from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.settings.base import Section
+from infra.settings.data import (
+    C4Settings,
+    DedupSettings,
+    ExtractionSettings,
+    FilterSettings,
+    FineWebSettings,
+    GopherQualitySettings,
+    GopherRepetitionSettings,
+    InputSettings,
+    LanguageSettings,
+    PiiSettings,
+    ShardSettings,
+    TokenizerSettings,
+    UrlFilterSettings,
+)
+from infra.settings.services import SeaweedSettings, SparkSettings, StorageSettings
+
+__all__ = [
+    "C4Settings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
+    "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "LanguageSettings",
+    "PiiSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
+    "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
+]
+
+
+class Settings(BaseSettings):
+    """The root of crawl2chat's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRAWL2CHAT_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    seaweed: SeaweedSettings = Field(default_factory=SeaweedSettings)
+    input: InputSettings = Field(default_factory=InputSettings)
+    filter: FilterSettings = Field(default_factory=FilterSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
+    shards: ShardSettings = Field(default_factory=ShardSettings)
+    config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults < YAML file < environment < overrides (nested dicts, e.g. {"spark": {"master": ...}})."""
+    from_env = Settings()  # defaults + environment
+    path = config_file or from_env.config_file
+    file_values: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        file_values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(file_values, dict):
+            raise ValueError(f"config file {path} must hold a mapping at the top level")
+    # Environment wins over the file: re-read the environment as a dict of explicitly set values.
+    env_values = from_env.model_dump(exclude_defaults=True)
+    merged = _deep_merge(_deep_merge(file_values, env_values), overrides or {})
+    return Settings.model_validate(merged)

@@ -1,0 +1,1 @@
+"""The Gopher, C4 and FineWeb quality rules and the text statistics they share."""

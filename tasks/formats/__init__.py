@@ -1,0 +1,1 @@
+"""The formats stages hand to each other (the docs Parquet parts)."""

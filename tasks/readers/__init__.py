@@ -1,0 +1,1 @@
+"""Reading inputs: resolving paths, globs, s3:// and Common Crawl snapshots; parsing WARC files."""

@@ -1,0 +1,1 @@
+"""Generators of sample data (a synthetic crawl, a dedup corpus) for runs, tests and benches."""
