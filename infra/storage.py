@@ -226,6 +226,13 @@ class Storage:
         fs, path = self.resolve(uri)
         self._with_retries("delete", uri, lambda: fs.delete_file(path))
 
+    def delete_tree(self, uri: str) -> None:
+        """Delete a folder (or prefix) and everything below it; a missing one is not an error."""
+        fs, path = self.resolve(uri)
+        if self._with_retries("stat", uri, lambda: fs.get_file_info(path)).type == pafs.FileType.NotFound:
+            return
+        self._with_retries("delete", uri, lambda: fs.delete_dir(path))
+
     def ensure_bucket(self, uri: str) -> None:
         """Create the bucket of an s3:// URI if it is missing (no-op for local paths)."""
         if not is_s3(uri):
