@@ -250,6 +250,19 @@ class KVCache:
         """Keep only `rows` of the batch (finished rows dropped, or one prompt copied G times)."""
         self.keys, self.values = self.keys[:, rows], self.values[:, rows]
 
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    def drop_front(self, count: int) -> None:
+        """Forget the first `count` cached positions, making room at the end. For left-padded
+        batches: once the rows that needed them are gone, the leading columns hold only padding.
+        (Positions are per row and explicit there, so nothing else shifts.)"""
+        kept = self.length - count
+        self.keys[:, :, :, :kept] = self.keys[:, :, :, count : self.length].clone()
+        self.values[:, :, :, :kept] = self.values[:, :, :, count : self.length].clone()
+        self.length = kept
+
 
 def attention_mask(valid: Tensor, q_len: int) -> Tensor:
     """(B, 1, q_len, K) boolean attention mask for the last `q_len` of K key positions: causal,

@@ -65,3 +65,15 @@ def _isolate_aws_env():
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_")}
     yield
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny-model tests: they run fastest so, and two
+    OpenMP threads contending with other work on a 2-core machine are many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
