@@ -307,3 +307,23 @@ def test_hh_transcripts_parse_into_turns():
         {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "See you."},
     ]
+
+
+@needs_realdata
+def test_cli_inspect_prints_each_files_funnel(tmp_path, tokenizer, capsys):
+    from flows.cli import main
+
+    hh_file, oasst_file = str(CHAT / "hh_rlhf" / "harmless-base_test.jsonl.gz"), str(CHAT / "oasst2_openpaws" / "oasst2_filtered.jsonl")
+    assert main(["chat-data", "inspect", "--data", hh_file, oasst_file]) == 0
+    out = capsys.readouterr().out
+    assert "(hh): 2308 kept of 2312 rows" in out and "empty_content=4" in out
+    assert "(oasst): 113 kept of 551 rows" in out and "no_assistant_turn=371" in out and "trailing_turns_cut=28" in out
+    assert "2421 conversations in 2 file(s)" in out
+    assert main(["chat-data", "inspect", "--pairs", "--data", hh_file]) == 0
+    assert "prompt_mismatch=5, empty_chosen=4" in capsys.readouterr().out
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    assert main(["chat-data", "inspect", "--data", hh_file, "--tokenizer", str(tmp_path / "tokenizer.json"), "--max-tokens", "256"]) == 0
+    assert "too_long=" in capsys.readouterr().out
+    assert main(["chat-data", "inspect", "--data", str(CHAT / "llama_factory" / "dataset_info.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crawl2chat: error:") and "one JSON object, not rows" in err and err.count("\n") == 1

@@ -68,7 +68,7 @@ NUMBER = r"\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?"
 ANSWER_PATTERNS = {
     "year": re.compile(r"(?<=\s)(?P<lead>in|since|by|until|during|before|after) (?P<answer>(?:1[6-9]|20)\d\d)(?![\d,.]\d|s\b|-|%|\w)"),
     "percentage": re.compile(rf"(?<![\w.,$])(?P<answer>(?:{NUMBER})(?: ?%| percent\b| per cent\b))"),
-    "count": re.compile(rf"(?:^|(?<=\s))(?P<answer>(?:{NUMBER})(?: (?:million|billion|thousand))?) (?P<noun>[a-z]{{3,}}s)\b(?![/-])"),
+    "count": re.compile(rf"(?:^|(?<=\s))(?P<answer>(?:{NUMBER})(?: (?:million|billion|thousand))?) (?P<noun>[a-z]{{3,}}s|people|children|men|women)\b(?![/-])"),
 }
 QUESTION_PHRASE = {"year": "{lead} what year", "percentage": "what percentage", "count": "how many {noun}"}
 CAPITALISED = re.compile(r"\b[A-Z][\w'’-]*")
@@ -149,6 +149,8 @@ def question_from(sentence: str) -> QA | str:
     phrase = QUESTION_PHRASE[kind].format(lead=match.groupdict().get("lead"), noun=match.groupdict().get("noun"))
     question = (sentence[:start] + phrase + sentence[end:]).rstrip(". ") + "?"
     question = question[0].upper() + question[1:]
+    if match["answer"] in question:  # the same number elsewhere in the sentence would give it away
+        return "several_answers"
     return QA(question, match["answer"], kind, match.group(0), sentence, "", "")
 
 
