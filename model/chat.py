@@ -90,7 +90,7 @@ def problem(messages: Any, needs_assistant: bool = True) -> str | None:
             return "malformed_message"
         role = message["role"]
         if role not in ROLES:
-            return f"unknown_role:{role}"
+            return f"unknown_role:{str(role)[:40]}"
         reason = _content_problem(role, message["content"])
         if reason:
             return reason

@@ -7,7 +7,7 @@ gets a new folder. Tantivy memory-maps the files, so an open index costs little 
 
 A query is plain text: characters that are neither letters, digits nor spaces are taken as
 spaces and the text is lowercased, so nothing a model or user types is read as tantivy query
-syntax (AND, field:, quotes, -). The words are OR-ed and ranked by BM25 over title and text.
+syntax (AND, field:, quotes, -). The words are OR-ed and ranked by BM25 over the text.
 Each hit carries a snippet: the passage of the text where the query's terms cluster, from
 tantivy's snippet generator, whitespace collapsed.
 """

@@ -1,9 +1,11 @@
 """What the index holds per document, and how text is cut into search terms.
 
-Fields: `id`, `url` and `language` are stored as they are; `title` and `text` are analyzed,
+Fields: `id`, `url`, `language` and `title` are stored as they are; `text` is analyzed,
 positions included (so a query word that is several terms, like a CJK word, matches as a
 phrase), and stored for snippets. The docs stage keeps no HTML title, so a document's title is
-the first line of its text, cut at a word boundary.
+the first line of its text, cut at a word boundary: shown with a hit, not searched apart, since
+it is already part of the text (searching it too counted those words twice, and measurably
+ranked pages with short first lines too high: bench/bench_search.py).
 
 The analyzer is multilingual without a dictionary: scripts written without spaces between
 words (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar) give one term per character, as
@@ -19,7 +21,7 @@ import tantivy
 SCHEMA_VERSION = 1  # part of every index's fingerprint: a change here forces a rebuild
 ANALYZER = "crawl2chat_words"
 FIELDS = ("id", "url", "title", "text", "language")
-SEARCHED_FIELDS = ["title", "text"]
+SEARCHED_FIELDS = ["text"]
 
 _ONE_TERM_PER_CHARACTER = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\x{30FC}"
 WORD_PATTERN = rf"[{_ONE_TERM_PER_CHARACTER}]|[[\p{{L}}\p{{M}}\p{{N}}]--[{_ONE_TERM_PER_CHARACTER}]]+"
@@ -37,10 +39,9 @@ def analyzer() -> tantivy.TextAnalyzer:
 
 def build_schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
-    for name in ("id", "url", "language"):
+    for name in ("id", "url", "language", "title"):
         builder.add_text_field(name, stored=True, tokenizer_name="raw")
-    for name in SEARCHED_FIELDS:
-        builder.add_text_field(name, stored=True, tokenizer_name=ANALYZER)
+    builder.add_text_field("text", stored=True, tokenizer_name=ANALYZER)
     return builder.build()
 
 
