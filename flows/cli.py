@@ -5,7 +5,11 @@
     crawl2chat filter | dedup | tokenize | tokenizer train     one data stage
     crawl2chat serve --cron "0 6 * * 1" --snapshot latest --output s3://bucket/cc
     crawl2chat sample-crawl | blocklist load | seaweed
-    crawl2chat export-hf --checkpoint runs/base --output hf/base     a checkpoint as a Hugging Face model
+COMMAND_MODULES = [
+    "flows.commands.data",
+    "flows.commands.export",
+    "flows.commands.chat_data",
+]
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -29,7 +33,11 @@ from tasks.readers.inputs import InputError
 
 USER_ERRORS = (InputError, StorageError, FileNotFoundError, ValueError)
 
-COMMAND_MODULES = ["flows.commands.data", "flows.commands.export"]
+COMMAND_MODULES = [
+    "flows.commands.data",
+    "flows.commands.export",
+    "flows.commands.chat_data",
+]
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -8,8 +8,13 @@ cleaned documents join bytes into tokens. No normaliser runs, so nothing is chan
 The special tokens take the first ids: `<|bos|>` starts every document, the chat template is
 `<|im_start|>role<|im_sep|>content<|im_end|>`; `<|search_start|>query<|search_end|>` is a search
 call the model makes and `<|result_start|>...<|result_end|>` the results the engine puts back.
-They only ever enter a sequence structurally (`bos_id`, `encode_chat`): text is always encoded as ordinary text, so a web page that contains the
-string "<|im_end|>" gets ordinary tokens for it and cannot forge a turn boundary.
+They only ever enter a sequence structurally (`bos_id`, `encode_chat`): text is always encoded
+as ordinary text, so a web page that contains the string "<|im_end|>" gets ordinary tokens for
+it and cannot forge a turn boundary.
+
+`encode_chat_masked` is the one implementation of the template (message content as a string or
+as typed parts, see model/chat.py) and also says which tokens the assistant writes: the loss
+mask of SFT. `encode_chat` is its ids alone.
 
 A tokenizer is identified by `sha256`, the hash of its canonical JSON (sorted keys, no
 whitespace), which is also exactly what `save` writes, so `sha256sum tokenizer.json` agrees
@@ -25,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import tiktoken
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -40,6 +46,14 @@ SEARCH_END = "<|search_end|>"
 RESULT_START = "<|result_start|>"
 RESULT_END = "<|result_end|>"
 SPECIAL_TOKENS = (BOS, IM_START, IM_SEP, IM_END, SEARCH_START, SEARCH_END, RESULT_START, RESULT_END)
+
+# The typed parts an assistant message may hold instead of a plain string (model/chat.py): each
+# kind's field with its text, the tokens around it, and whether the assistant writes it (mask 1)
+# or the engine does (search results, mask 0).
+TEXT_PART, SEARCH_PART, RESULTS_PART = "text", "search", "search_results"
+PART_FIELDS = {TEXT_PART: "text", SEARCH_PART: "query", RESULTS_PART: "text"}
+_PART_TOKENS = {TEXT_PART: None, SEARCH_PART: (SEARCH_START, SEARCH_END), RESULTS_PART: (RESULT_START, RESULT_END)}
+_PART_WRITTEN_BY_ASSISTANT = {TEXT_PART: True, SEARCH_PART: True, RESULTS_PART: False}
 
 # How text is cut into pieces before BPE; no token ever spans two pieces. The alternatives are
 # tried left to right at each position:
@@ -153,20 +167,46 @@ class BpeTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)
 
-    def encode_chat(self, messages: Sequence[Mapping[str, str]], open_turn: str | None = None) -> list[int]:
-        """`<|bos|>` then `<|im_start|>role<|im_sep|>content<|im_end|>` per message.
+    def encode_chat(self, messages: Sequence[Mapping[str, Any]], open_turn: str | None = None) -> list[int]:
+        """`<|bos|>` then `<|im_start|>role<|im_sep|>content<|im_end|>` per message (ids only)."""
+        return self.encode_chat_masked(messages, open_turn)[0]
 
-        Roles and contents are encoded as text, so they cannot inject turn tokens. With
+    def encode_chat_masked(
+        self, messages: Sequence[Mapping[str, Any]], open_turn: str | None = None
+    ) -> tuple[list[int], list[int]]:
+        """The chat template's ids, and a mask that is 1 exactly on the tokens an assistant writes.
+
+        Those are an assistant message's content and its `<|im_end|>`, search calls included
+        (`<|search_start|>query<|search_end|>`); everything else is 0: `<|bos|>`, system and
+        user turns, every `<|im_start|>role<|im_sep|>` header (the template writes it) and search
+        results (`<|result_start|>...<|result_end|>`, which the engine inserts). A content is a
+        string or a list of typed parts (`{"type": "text"|"search"|"search_results", ...}`).
+        Roles and contents are encoded as text, so they cannot inject special tokens. With
         `open_turn` (e.g. "assistant") the sequence ends in an opened turn for generation.
         """
         special = self.special_ids
-        ids = [self.bos_id]
+        ids, mask = [self.bos_id], [0]
+
+        def add(tokens: list[int], written_by_assistant: bool) -> None:
+            ids.extend(tokens)
+            mask.extend([int(written_by_assistant)] * len(tokens))
+
         for message in messages:
-            ids += [special[IM_START], *self.encode(message["role"]), special[IM_SEP]]
-            ids += [*self.encode(message["content"]), special[IM_END]]
+            assistant = message["role"] == "assistant"
+            add([special[IM_START], *self.encode(message["role"]), special[IM_SEP]], False)
+            content = message["content"]
+            parts = [{"type": TEXT_PART, "text": content}] if isinstance(content, str) else content
+            for part in parts:
+                kind = part["type"]
+                text = self.encode(part[PART_FIELDS[kind]])
+                around = _PART_TOKENS[kind]
+                if around is not None:
+                    text = [special[around[0]], *text, special[around[1]]]
+                add(text, assistant and _PART_WRITTEN_BY_ASSISTANT[kind])
+            add([special[IM_END]], assistant)
         if open_turn is not None:
-            ids += [special[IM_START], *self.encode(open_turn), special[IM_SEP]]
-        return ids
+            add([special[IM_START], *self.encode(open_turn), special[IM_SEP]], False)
+        return ids, mask
 
     def mergeable_ranks(self) -> dict[bytes, int]:
         """Every non-special token as its bytes -> id: the vocabulary in tiktoken's form.

@@ -7,9 +7,10 @@ and finally explicit overrides from the CLI (`--set`) or a flow parameter. The s
 variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_DEFAULT_REGION`) are honoured by the storage section.
 
-The sections live by domain: `services.py` (storage, Spark, SeaweedFS) and `data.py` (inputs,
-the filter chain, dedup, tokenizer, shards). Every step or stage takes its own section, so it
-can be built and tested without the rest. Import any section from here.
+The sections live by domain: `services.py` (storage, Spark, SeaweedFS), `data.py` (inputs,
+the filter chain, dedup, tokenizer, shards) and `search.py` (the search tool's index). Every
+step or stage takes its own section, so it can be built and tested without the rest. Import
+any section from here.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from infra.settings.data import (
     TokenizerSettings,
     UrlFilterSettings,
 )
+from infra.settings.search import SearchSettings
 from infra.settings.services import SeaweedSettings, SparkSettings, StorageSettings
 
 __all__ = [
     "C4Settings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
     "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "LanguageSettings",
-    "PiiSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
+    "PiiSettings", "SearchSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
     "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
 ]
 
@@ -62,6 +64,7 @@ class Settings(BaseSettings):
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
     shards: ShardSettings = Field(default_factory=ShardSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
