@@ -34,6 +34,7 @@ def write_shard_set(storage: Storage, output: str) -> list[np.ndarray]:
         dtype="uint16",
         source_uri="test",
         source_snapshots=[],
+        val_fraction=0.0,
         splits={split: SplitInfo.of([s for written in shards for s in written[split]]) for split in ("train", "val")},
     ).write(storage, output)
     # An orphan, as a crashed run leaves behind: not in the manifest, so never read.
