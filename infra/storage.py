@@ -6,16 +6,17 @@ pyarrow's S3 filesystem configured from `StorageSettings` (endpoint, region, cre
 standard AWS_* variables are honoured there), with SDK-level retries and our own backoff around
 whole operations, so a transient error on a put or a list does not fail a Spark task.
 
-Writes are atomic from a reader's point of view: a local file is written beside its target and
-renamed; an S3 object only appears when its (multipart) upload completes. That is what lets a
-manifest or a per-file `.done` marker act as a commit point.
+Writes are atomic from a reader's point of view and streamed, so memory stays flat in a file's
+size: a local file is written beside its target and renamed; an S3 object is uploaded in parts
+through boto3 (pyarrow's S3 stream cannot abort an upload: on an error it would complete it and
+publish the half-written object) and only appears when its multipart upload completes. That is
+what lets a manifest or a per-file `.done` marker act as a commit point.
 """
 
 from __future__ import annotations
 
+import abc
 import fnmatch
-import functools
-import io
 import logging
 import os
 import posixpath
@@ -69,6 +70,7 @@ class Storage:
     def __init__(self, settings: StorageSettings | None = None) -> None:
         self.settings = settings or StorageSettings()
         self._s3: pafs.S3FileSystem | None = None
+        self._client = None  # boto3, for streamed uploads (see create_output)
         self._local = pafs.LocalFileSystem()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -194,33 +196,60 @@ class Storage:
         self.write_bytes(uri, text.encode("utf-8"))
 
     @contextmanager
-    def open_output(self, uri: str) -> Iterator[IO[bytes]]:
-        """Write a file atomically; the whole write is retried on a transient S3 error.
+    def open_output(self, uri: str) -> Iterator[AtomicOutput]:
+        """Write a file atomically, streamed: nothing of it is visible until the block ends
+        without an error, and an error leaves nothing behind (see `create_output`)."""
+        out = self.create_output(uri)
+        try:
+            yield out
+        except BaseException:
+            out.abort()
+            raise
+        out.commit()
 
-        The caller's bytes are buffered in memory (a shard is at most a few hundred MB), which
-        is what makes a retry of the whole upload possible; pyarrow splits it into parts.
+    def create_output(self, uri: str) -> AtomicOutput:
+        """A file being written: `write` streams bytes out, `commit` makes it appear whole,
+        `abort` drops it. For writers that keep several files open across calls (token shards).
+
+        Memory stays flat in the file's size: a local file is written beside its target and
+        renamed on commit; an S3 object is a multipart upload of `S3_PART_BYTES` parts, each
+        retried on its own on a transient error, completed on commit and aborted otherwise
+        (the object only appears complete; a killed writer leaves an incomplete upload, which
+        is invisible and which a bucket lifecycle rule removes).
         """
-        buffer = io.BytesIO()
-        yield buffer
-        payload = buffer.getvalue()
         fs, path = self.resolve(uri)
         if fs is self._local:
-            self._write_local(path, payload)
-        else:
-            self._with_retries("write", uri, functools.partial(self._write_s3, fs, path, payload))
+            return _LocalOutput(path)
+        return _S3Output(self, uri, path)
 
-    @staticmethod
-    def _write_local(path: str, payload: bytes) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(temporary, "wb") as out:
-            out.write(payload)
-        os.replace(temporary, path)
+    def _s3_client(self):
+        """A boto3 client for what pyarrow's S3 streams cannot do: abort a multipart upload."""
+        if self._client is None:
+            import boto3
+            from botocore import UNSIGNED
+            from botocore.config import Config
 
-    @staticmethod
-    def _write_s3(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
-        with fs.open_output_stream(path, compression=None) as out:
-            out.write(payload)
+            s = self.settings
+            endpoint = s.endpoint_url
+            if endpoint and "://" not in endpoint:
+                endpoint = f"https://{endpoint}"
+            anonymous = not (s.access_key_id and s.secret_access_key)
+            config = Config(
+                retries={"max_attempts": s.max_attempts, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=120,
+                signature_version=UNSIGNED if anonymous else None,
+                s3={"addressing_style": "path"} if endpoint else None,
+            )
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=s.region,
+                aws_access_key_id=None if anonymous else s.access_key_id,
+                aws_secret_access_key=None if anonymous else s.secret_access_key,
+                config=config,
+            )
+        return self._client
 
     def delete(self, uri: str) -> None:
         fs, path = self.resolve(uri)
@@ -250,3 +279,142 @@ class Storage:
             self.delete(probe)
         except Exception as error:  # noqa: BLE001 - turned into one line for the user
             raise StorageError(f"cannot write to {uri}: {str(error).splitlines()[0]}") from error
+
+
+# --- streamed, atomic outputs ------------------------------------------------------------------
+
+S3_PART_BYTES = 8 * 1024 * 1024  # above S3's 5 MiB minimum part; 10,000 parts make 80 GB
+
+
+class AtomicOutput(abc.ABC):
+    """A binary file being written (`write`, `tell`, `flush`): invisible until `commit`, gone
+    after `abort`. Both are idempotent, and `abort` after `commit` does nothing."""
+
+    closed = False
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> int: ...
+
+    @abc.abstractmethod
+    def tell(self) -> int: ...
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
+
+
+class _LocalOutput(AtomicOutput):
+    """Written to a temporary file beside the target, renamed over it on commit."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path, self.temporary = path, f"{path}.tmp-{uuid.uuid4().hex}"
+        self.file: IO[bytes] | None = open(self.temporary, "wb")  # noqa: SIM115 - closed by commit/abort
+
+    def write(self, data: bytes) -> int:
+        return self.file.write(data)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def commit(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            os.replace(self.temporary, self.path)
+        self.closed = True
+
+    def abort(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            os.remove(self.temporary)
+        self.closed = True
+
+
+class _S3Output(AtomicOutput):
+    """Bytes gathered into parts; the first full part starts a multipart upload. An object
+    smaller than one part is a single PUT on commit. Each request is retried on its own."""
+
+    def __init__(self, storage: Storage, uri: str, path: str) -> None:
+        self.storage, self.uri = storage, uri
+        self.bucket, _, self.key = path.partition("/")
+        self.buffer = bytearray()
+        self.written = 0
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, object]] = []
+
+    def _call(self, action: str, **kwargs):
+        client = self.storage._s3_client()
+        return self.storage._with_retries(action, self.uri, lambda: getattr(client, action)(**kwargs))
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        self.written += size
+        if self.buffer:  # top up the part being gathered
+            room = S3_PART_BYTES - len(self.buffer)
+            self.buffer += view[:room]
+            view = view[room:]
+            if len(self.buffer) < S3_PART_BYTES:
+                return size
+            self._upload_part(bytes(self.buffer))
+            self.buffer = bytearray()
+        while len(view) >= S3_PART_BYTES:  # a large write goes out part by part, never copied whole
+            self._upload_part(bytes(view[:S3_PART_BYTES]))
+            view = view[S3_PART_BYTES:]
+        self.buffer += view
+        return size
+
+    def tell(self) -> int:
+        return self.written
+
+    def _upload_part(self, body: bytes) -> None:
+        if self.upload_id is None:
+            self.upload_id = self._call("create_multipart_upload", Bucket=self.bucket, Key=self.key)["UploadId"]
+        number = len(self.parts) + 1
+        response = self._call(
+            "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+        )
+        self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+    def commit(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.upload_id is None:
+                self._call("put_object", Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer))
+            else:
+                if self.buffer or not self.parts:
+                    self._upload_part(bytes(self.buffer))
+                self._call(
+                    "complete_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                    MultipartUpload={"Parts": self.parts},
+                )
+        except BaseException:
+            self.abort()
+            raise
+        self.buffer = bytearray()
+        self.closed = True
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.buffer = bytearray()
+        if self.upload_id is not None:
+            try:
+                self._call("abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            except Exception as error:  # noqa: BLE001 - the original error matters more
+                log.warning("storage: could not abort the upload of %s (%s); it stays invisible", self.uri, error)

@@ -14,11 +14,20 @@ vocabulary fits, else int32) and `n_tokens` (int32). Shard names depend only on 
 ones. Readers open only the shards that `manifest.json` lists, and the driver writes it after
 every unit has finished, so a crashed run never exposes a half-written set: there is either
 no manifest or the previous, complete one.
+
+A shard is streamed out a row group at a time (`Storage.create_output`: a local temporary file
+or an S3 multipart upload), so a writer holds one row group and one upload part per open shard,
+whatever the shard's size, and the shard appears only when it is complete.
+
+Manifest schema 2 (schema 1 is refused with a message saying what to do) adds, per shard, the
+documents and tokens of every row group (so each DDP rank of a trainer can work out, from the
+manifest alone, how many batches every other rank can make; see model/data.py), and the
+`val_fraction` that the run actually used.
 """
 
 from __future__ import annotations
 
-import io
+import json
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -26,11 +35,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from infra.storage import Storage, join
+from infra.storage import AtomicOutput, Storage, join
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 SPLITS = ("train", "val")
@@ -74,6 +83,16 @@ class ShardInfo(_Model):
     n_docs: int
     n_tokens: int
     n_row_groups: int
+    row_group_docs: list[int]  # per row group, in file order
+    row_group_tokens: list[int]
+
+    @model_validator(mode="after")
+    def _row_groups_add_up(self) -> ShardInfo:
+        if not len(self.row_group_docs) == len(self.row_group_tokens) == self.n_row_groups:
+            raise ValueError(f"{self.path}: per-row-group counts do not match n_row_groups={self.n_row_groups}")
+        if sum(self.row_group_docs) != self.n_docs or sum(self.row_group_tokens) != self.n_tokens:
+            raise ValueError(f"{self.path}: per-row-group counts do not add up to n_docs and n_tokens")
+        return self
 
 
 class SplitInfo(_Model):
@@ -94,12 +113,13 @@ class TokenizerInfo(_Model):
 
 
 class Manifest(_Model):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     created_at: str
     tokenizer: TokenizerInfo
     dtype: TokenDtype
     source_uri: str
     source_snapshots: list[str]
+    val_fraction: float  # the share of document ids routed to val (after the small-run floor)
     splits: dict[str, SplitInfo]
 
     @staticmethod
@@ -111,32 +131,57 @@ class Manifest(_Model):
 
     @classmethod
     def read(cls, storage: Storage, location: str) -> Manifest:
-        return cls.model_validate_json(storage.read_text(manifest_uri(location)))
+        return cls.parse(storage.read_bytes(manifest_uri(location)), location)
+
+    @classmethod
+    def parse(cls, data: bytes, location: str = "manifest.json") -> Manifest:
+        """The manifest in `data`; an older or newer schema is refused in one line."""
+        try:
+            version = json.loads(data).get("schema_version")
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{location}: not a token manifest ({error})") from error
+        if version == 1:
+            raise ValueError(
+                f"{location} has manifest schema 1, which lacks the per-row-group token counts that "
+                f"training needs: tokenize the documents again into a fresh output location"
+            )
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{location} has manifest schema {version!r}; this crawl2chat reads {SCHEMA_VERSION}")
+        return cls.model_validate_json(data)
 
 
 # --- writing shards --------------------------------------------------------------------------
 
 
 class _OpenShard:
-    """One shard being filled: finished row groups in a Parquet buffer plus the pending one."""
+    """One shard being written: its streamed output, its Parquet writer, and the pending row group."""
 
-    def __init__(self, path: str, schema: pa.Schema) -> None:
+    def __init__(self, storage: Storage, output: str, path: str, schema: pa.Schema) -> None:
         self.path = path
-        self.buffer = io.BytesIO()
-        self.writer = pq.ParquetWriter(self.buffer, schema, compression="zstd")
+        self.output: AtomicOutput = storage.create_output(join(output, path))
+        self.writer = pq.ParquetWriter(self.output, schema, compression="zstd")
         self.ids: list[str] = []
         self.tokens: list[np.ndarray] = []
-        self.n_docs = self.n_tokens = self.n_row_groups = 0
+        self.n_tokens = 0  # including the pending row group
+        self.row_group_docs: list[int] = []
+        self.row_group_tokens: list[int] = []
+
+    def info(self) -> ShardInfo:
+        return ShardInfo(
+            path=self.path, n_docs=sum(self.row_group_docs), n_tokens=self.n_tokens,
+            n_row_groups=len(self.row_group_docs), row_group_docs=self.row_group_docs,
+            row_group_tokens=self.row_group_tokens,
+        )
 
 
 class ShardWriter:
     """Writes one unit's tokenized documents into per-split shards of about `shard_tokens` each.
 
-    A shard is closed (and uploaded) as soon as it holds `shard_tokens` tokens, so every shard
+    A shard is closed (and committed) as soon as it holds `shard_tokens` tokens, so every shard
     but a unit's last one per split has at least that many. Rows are grouped `row_group_docs`
-    at a time, and a row group also ends where its shard does. Use as a context manager: on an
-    exception the shards still open are dropped, never uploaded half-full. A shard is built in
-    memory (its compressed size, roughly twice over while uploading) before it is written.
+    at a time, and a row group also ends where its shard does; each finished row group goes
+    straight out to storage. Use as a context manager: on an exception the shards still open
+    are aborted, never committed half-full.
     """
 
     def __init__(
@@ -153,7 +198,8 @@ class ShardWriter:
     def add(self, split: str, doc_id: str, tokens: np.ndarray | list[int]) -> None:
         shard = self._open.get(split)
         if shard is None:
-            shard = self._open[split] = _OpenShard(shard_path(split, self.unit, len(self.written[split])), self.schema)
+            path = shard_path(split, self.unit, len(self.written[split]))
+            shard = self._open[split] = _OpenShard(self.storage, self.output, path, self.schema)
         shard.ids.append(doc_id)
         shard.tokens.append(np.asarray(tokens, dtype=self.dtype))
         shard.n_tokens += len(tokens)
@@ -164,10 +210,16 @@ class ShardWriter:
             self._finish(split)
 
     def close(self) -> dict[str, list[ShardInfo]]:
-        """Write the shards still open; return every shard written, per split, in order."""
+        """Commit the shards still open; return every shard written, per split, in order."""
         for split in list(self._open):
             self._finish(split)
         return self.written
+
+    def abort(self) -> None:
+        """Drop the shards still open (the committed ones stay)."""
+        for shard in self._open.values():
+            shard.output.abort()
+        self._open.clear()
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -176,7 +228,7 @@ class ShardWriter:
         if error_type is None:
             self.close()
         else:
-            self._open.clear()
+            self.abort()
 
     def _flush_row_group(self, shard: _OpenShard) -> None:
         if not shard.ids:
@@ -187,15 +239,14 @@ class ShardWriter:
         tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(shard.tokens)))
         table = pa.Table.from_arrays([pa.array(shard.ids, pa.string()), tokens, pa.array(lengths)], schema=self.schema)
         shard.writer.write_table(table, row_group_size=len(shard.ids))
-        shard.n_docs += len(shard.ids)
-        shard.n_row_groups += 1
+        shard.row_group_docs.append(len(shard.ids))
+        shard.row_group_tokens.append(int(offsets[-1]))
         shard.ids, shard.tokens = [], []
 
     def _finish(self, split: str) -> None:
-        shard = self._open.pop(split)
+        shard = self._open[split]
         self._flush_row_group(shard)
         shard.writer.close()
-        self.storage.write_bytes(join(self.output, shard.path), shard.buffer.getvalue())
-        self.written[split].append(
-            ShardInfo(path=shard.path, n_docs=shard.n_docs, n_tokens=shard.n_tokens, n_row_groups=shard.n_row_groups)
-        )
+        shard.output.commit()
+        del self._open[split]
+        self.written[split].append(shard.info())

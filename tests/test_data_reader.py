@@ -1,6 +1,9 @@
 """The training reader: it streams exactly the manifest's documents in order, cuts the stream
 into (B, T) batches, resumes from a saved position batch for batch (on the real SeaweedFS
-server too), and splits row groups between DDP ranks without overlap."""
+server too), splits row groups between DDP ranks without overlap and gives every rank the same
+number of batches per epoch, refuses states from another manifest or of positions that do not
+exist, reads ahead without changing a batch, and builds the per-slot streams of gradient
+accumulation."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ def write_shard_set(storage: Storage, output: str) -> list[np.ndarray]:
         dtype="uint16",
         source_uri="test",
         source_snapshots=[],
+        val_fraction=0.0,
         splits={split: SplitInfo.of([s for written in shards for s in written[split]]) for split in ("train", "val")},
     ).write(storage, output)
     # An orphan, as a crashed run leaves behind: not in the manifest, so never read.
@@ -120,3 +124,127 @@ def test_a_state_from_another_rank_is_refused(local_set):
     state = TokenStream(output, rank=0, world_size=2).state_dict()
     with pytest.raises(ValueError, match="rank"):
         TokenStream(output, rank=1, world_size=2).load_state_dict(state)
+
+
+def _same_batches(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+
+
+def test_every_rank_gets_the_same_number_of_batches_per_epoch(local_set):
+    output, _ = local_set
+    streams = [TokenStream(output, rank=r, world_size=3) for r in range(3)]
+    per_epoch = streams[0].batches_per_epoch(batch_size=2, seq_len=8)
+    shares = [stream.tokens for stream in streams]
+    assert len({share // 17 for share in shares}) > 1  # the shares alone would give unequal epochs
+    assert per_epoch == min(shares) // 17 and all(s.batches_per_epoch(2, 8) == per_epoch for s in streams)
+    assert [len(list(stream.batches(2, 8))) for stream in streams] == [per_epoch] * 3
+
+    looping = [TokenStream(output, rank=r, world_size=3, loop=True) for r in range(3)]
+    for stream in looping:
+        batches = stream.batches(2, 8)
+        first_epoch = [next(batches) for _ in range(per_epoch)]
+        assert stream.epoch == 0
+        second_epoch_first = next(batches)
+        assert stream.epoch == 1 and np.array_equal(second_epoch_first[0], first_epoch[0][0])  # starts over
+
+
+def test_a_split_too_small_for_one_batch_per_rank_is_an_error(local_set):
+    output, _ = local_set
+    with pytest.raises(ValueError, match="too small for one batch"):
+        TokenStream(output, split="val", loop=True).batches(batch_size=4, seq_len=64)
+
+
+def test_a_state_from_another_manifest_or_a_missing_position_is_refused(local_set, tmp_path):
+    output, _ = local_set
+    stream = TokenStream(output, rank=1, world_size=2)
+    next(stream.batches(2, 8))
+    state = stream.state_dict()
+    assert set(state) == {"version", "manifest_sha256", "split", "rank", "world_size", "epoch", "shard",
+                          "row_group", "row", "token", "epoch_tokens"}
+    assert state["shard"].startswith("train/shard-") and len(state["manifest_sha256"]) == 64
+
+    # The same shards under a rewritten manifest (a new commit of the set): another identity.
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = Manifest.read(Storage(), output)
+    for name in ("train", "val", "tokenizer.json"):
+        (other / name).symlink_to(f"{output}/{name}")
+    manifest.model_copy(update={"created_at": "2031-01-01T00:00:00+00:00"}).write(Storage(), str(other))
+    with pytest.raises(ValueError, match="another|changed"):
+        TokenStream(str(other), rank=1, world_size=2).load_state_dict(state)
+
+    fresh = lambda: TokenStream(output, rank=1, world_size=2)  # noqa: E731
+    cases = [
+        ({"shard": "train/shard-gone-00000.parquet"}, "does not list"),
+        ({"row_group": 999}, "not rank 1's"),
+        ({"row": 10_000}, "has .* rows"),
+        ({"token": 10_000}, "has .* rows"),
+        ({"version": 1}, "version 1"),
+        ({"epoch_tokens": -1}, "impossible"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fresh().load_state_dict({**state, **change})
+    resumed = fresh()
+    resumed.load_state_dict(state)
+    assert _same_batches(list(resumed.batches(2, 8)), list(stream.batches(2, 8)))
+
+
+def test_prefetch_changes_no_batch_and_no_state(local_set):
+    output, _ = local_set
+    for world_size, rank in ((1, 0), (2, 1)):
+        runs = []
+        for prefetch in (0, 1, 3):
+            stream = TokenStream(output, rank=rank, world_size=world_size, loop=True, prefetch=prefetch)
+            batches = stream.batches(3, 5)
+            seen = []
+            for _ in range(2 * stream.batches_per_epoch(3, 5) + 3):  # into the third epoch
+                batch = next(batches)
+                seen.append((batch[0].tolist(), batch[1].tolist(), stream.state_dict()))
+            stream.close()
+            runs.append(seen)
+        assert runs[0] == runs[1] == runs[2]
+
+
+def test_prefetch_reads_ahead_while_the_model_works(local_set):
+    """With a consumer that spends time on each batch (as a model does), only the very first
+    row group is waited for; without prefetch every row group read is a wait."""
+    import time
+
+    output, _ = local_set
+    for prefetch in (0, 2):
+        with TokenStream(output, prefetch=prefetch) as stream:
+            for _ in stream.batches(2, 8):
+                time.sleep(0.01)  # the model's step
+            stats = stream.io_stats
+        assert stats["row_groups_read"] >= 16
+        if prefetch == 0:
+            assert stats["stalls"] == stats["row_groups_read"]
+        else:
+            assert stats["stalls"] <= 2  # the first group; one more at most on a loaded machine
+
+
+def test_accumulation_slots_read_the_same_tokens_in_any_layout(local_set):
+    """1 process x 2 micro-steps and 2 processes x 1 micro-step: the same tokens per global step."""
+    from model.data import slot_streams
+
+    output, _ = local_set
+    one_process = slot_streams(output, process_rank=0, processes=1, accum_steps=2)
+    two_processes = [slot_streams(output, process_rank=p, processes=2, accum_steps=1)[0] for p in range(2)]
+    assert [(s.rank, s.world_size) for s in one_process] == [(0, 2), (1, 2)]
+    steps = one_process[0].batches_per_epoch(2, 4)
+    assert all(stream.batches_per_epoch(2, 4) == steps for stream in one_process + two_processes)
+    for a, b in zip(one_process, two_processes):
+        assert _same_batches(list(a.batches(2, 4)), list(b.batches(2, 4)))
+    assert one_process[1].state_dict() == two_processes[1].state_dict()  # a slot's state fits either layout
+
+
+def test_a_schema_1_manifest_is_refused_with_what_to_do(local_set, tmp_path):
+    import json
+
+    output, _ = local_set
+    data = json.loads(Storage().read_text(f"{output}/manifest.json"))
+    data["schema_version"] = 1
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="schema 1.*tokenize the documents again"):
+        TokenStream(str(tmp_path))

@@ -12,6 +12,7 @@ import functools
 import gzip
 import http.server
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from flows.cli import main, parse_overrides
 from model.data import TokenStream
 from infra.storage import Storage, join
 from tasks.samples.crawl import generate_sample_crawl
+from tasks.samples.text import TOPICS, EnglishWriter
 
 pytestmark = [pytest.mark.slow]
 
@@ -57,12 +59,13 @@ async def _artifacts_of_latest_run(flow_name: str) -> tuple[str, dict[str, objec
 @pytest.mark.spark
 @pytest.mark.s3
 def test_crawl_to_tokens_flow_on_seaweedfs(prefect_server, spark, seaweed, s3_prefix, tmp_path):
-    from flows.crawl_to_tokens import crawl_to_tokens
+    """The default run (`crawl2chat run`: the built-in sample crawl, default settings), with its
+    output on object storage."""
+    from flows.crawl_to_tokens import crawl_to_tokens, sample_inputs
 
-    crawl = generate_sample_crawl(tmp_path / "crawl", num_warcs=2, pages_per_warc=40, seed=3)
-    overrides = {"storage": seaweed.model_dump(), "spark": {"master": "local[2]"}, "tokenizer": {"vocab_size": 1_000}}
+    overrides = {"storage": seaweed.model_dump(), "spark": {"master": "local[2]"}}
     output = join(s3_prefix, "run")
-    result = crawl_to_tokens(output=output, inputs=[str(p) for p in crawl.warc_paths], overrides=overrides)
+    result = crawl_to_tokens(output=output, inputs=sample_inputs(tmp_path / "crawl"), overrides=overrides)
 
     filtered, deduped, tokens = result["filter"], result["dedup"], result["tokenize"]
     assert filtered["totals"]["docs_out"] == deduped["documents_in"]
@@ -72,11 +75,25 @@ def test_crawl_to_tokens_flow_on_seaweedfs(prefect_server, spark, seaweed, s3_pr
     splits = tokens["splits"]
     assert sum(split["docs"] for split in splits.values()) == deduped["documents_out"]
 
+    # The tokenizer learnt from this small corpus: trained on most of it (the vocabulary stops
+    # where the text runs out of pairs, and says so), and it compresses English prose.
+    training = tokens["tokenizer_training"]
+    assert training["train_docs"] >= 0.85 * deduped["documents_out"] and training["heldout_docs"] > 0
+    assert training["vocab_size_requested"] == 32_768 and 1_000 < training["vocab_size"] < 32_768
+    assert training["bytes_per_token"] >= 3.0  # on the held-out pages of the run
+    # A small run still gets a validation split.
+    assert splits["val"]["docs"] > 0 and splits["val"]["tokens"] > 0
+
     # What the training half will read: the manifest's shards, from object storage.
-    stream = TokenStream(join(output, "tokens"), split="train", storage=Storage(Storage(seaweed).settings))
+    storage = Storage(seaweed)
+    stream = TokenStream(join(output, "tokens"), split="train", storage=storage)
     tokenizer = stream.load_tokenizer()
     first = next(stream.documents())
     assert first[0] == tokenizer.bos_id and len(tokenizer.decode(first[1:].tolist())) > 200
+    prose = "\n\n".join(EnglishWriter(TOPICS[0], random.Random(12345)).paragraphs(6))  # a page it never saw
+    assert len(prose.encode()) / len(tokenizer.encode(prose)) >= 3.0
+    val = list(TokenStream(join(output, "tokens"), split="val", storage=storage).documents())
+    assert val and all(doc[0] == tokenizer.bos_id for doc in val)
 
     state, artifacts = asyncio.run(_artifacts_of_latest_run("crawl-to-tokens"))
     sub_state, sub_artifacts = asyncio.run(_artifacts_of_latest_run("crawl-to-docs"))  # the filtering subflow

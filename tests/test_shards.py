@@ -65,6 +65,10 @@ def test_writer_caps_shards_names_them_and_groups_rows(tmp_path):
         parquet = pq.ParquetFile(f"{output}/{shard.path}")
         assert parquet.schema_arrow == shard_schema("uint16")
         assert parquet.metadata.num_row_groups == shard.n_row_groups
+        for g in range(shard.n_row_groups):  # the manifest's per-row-group counts are the file's
+            group = parquet.read_row_group(g)
+            assert group.num_rows == shard.row_group_docs[g]
+            assert sum(group.column("n_tokens").to_pylist()) == shard.row_group_tokens[g]
         assert all(parquet.metadata.row_group(g).num_rows <= 4 for g in range(shard.n_row_groups))
         rows += parquet.read().to_pylist()
     assert [row["id"] for row in rows] == [doc_id for doc_id, _ in docs]
@@ -95,13 +99,17 @@ def test_an_error_drops_the_open_shards_and_keeps_the_finished_ones(tmp_path):
 
 
 def test_manifest_round_trip_and_strictness(tmp_path):
-    shards = [ShardInfo(path="train/shard-a-00000.parquet", n_docs=3, n_tokens=30, n_row_groups=1)]
+    shards = [
+        ShardInfo(path="train/shard-a-00000.parquet", n_docs=3, n_tokens=30, n_row_groups=2,
+                  row_group_docs=[2, 1], row_group_tokens=[25, 5])
+    ]
     manifest = Manifest(
         created_at=Manifest.now(),
         tokenizer=TokenizerInfo(sha256="ab" * 32, vocab_size=512, bos_id=0),
         dtype="uint16",
         source_uri="s3://bucket/docs",
         source_snapshots=["CC-MAIN-2024-10"],
+        val_fraction=0.001,
         splits={"train": SplitInfo.of(shards), "val": SplitInfo.of([])},
     )
     assert manifest.splits["train"].n_tokens == 30 and manifest.splits["val"].n_docs == 0
@@ -111,6 +119,43 @@ def test_manifest_round_trip_and_strictness(tmp_path):
     assert Manifest.read(storage, str(tmp_path / "manifest.json")) == manifest
     data = manifest.model_dump()
     with pytest.raises(ValidationError):
-        Manifest.model_validate({**data, "schema_version": 2})
+        Manifest.model_validate({**data, "schema_version": 3})
     with pytest.raises(ValidationError):
         Manifest.model_validate({**data, "unexpected": 1})
+    with pytest.raises(ValidationError, match="add up"):
+        ShardInfo.model_validate({**shards[0].model_dump(), "row_group_tokens": [25, 6]})
+    with pytest.raises(ValueError, match="schema 3"):
+        Manifest.parse(manifest.model_copy(update={"schema_version": 3}).model_dump_json().encode())
+
+
+@pytest.mark.s3
+def test_a_shard_streams_out_and_appears_on_object_storage_only_when_complete(seaweed, s3_prefix):
+    """A shard larger than one upload part: its row groups go out as they fill (nothing to see
+    yet), the object appears whole when the shard closes, and an error leaves nothing at all."""
+    from infra.storage import S3_PART_BYTES
+
+    storage = Storage(seaweed)
+    rng = np.random.default_rng(1)
+    docs = [(f"d{i}", rng.integers(0, 60_000, size=50_000)) for i in range(3 * S3_PART_BYTES // 100_000)]
+    with pytest.raises(RuntimeError):
+        with ShardWriter(storage, s3_prefix, "u", "uint16", shard_tokens=10**9, row_group_docs=10) as writer:
+            for doc_id, tokens in docs:
+                writer.add("train", doc_id, tokens)
+            output = writer._open["train"].output
+            assert output.upload_id is not None and len(output.parts) >= 2  # streamed, not held
+            assert storage.list(s3_prefix) == []
+            raise RuntimeError("the task died here")
+    assert storage.list(s3_prefix) == []
+    bucket, prefix = s3_prefix[len("s3://") :].split("/", 1)
+    assert storage._s3_client().list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", []) == []
+
+    with ShardWriter(storage, s3_prefix, "u", "uint16", shard_tokens=10**9, row_group_docs=10) as writer:
+        for doc_id, tokens in docs:
+            writer.add("train", doc_id, tokens)
+    [shard] = writer.written["train"]
+    with storage.open_input(f"{s3_prefix}/{shard.path}") as handle:
+        table = pq.read_table(handle)
+    assert table.column("id").to_pylist() == [doc_id for doc_id, _ in docs]
+    groups = [docs[i : i + 10] for i in range(0, len(docs), 10)]
+    assert shard.row_group_tokens == [sum(len(tokens) for _, tokens in group) for group in groups]
+    assert shard.row_group_docs == [len(group) for group in groups] and shard.n_tokens == 50_000 * len(docs)

@@ -59,3 +59,30 @@ def test_wrong_credentials_fail_in_one_line(seaweed, s3_prefix):
 def test_unsupported_scheme():
     with pytest.raises(StorageError, match="unsupported URI scheme"):
         Storage().exists("ftp://host/file")
+
+
+def test_a_streamed_output_appears_only_when_committed_and_an_error_leaves_nothing(root):
+    from infra.storage import S3_PART_BYTES
+
+    storage, base = root
+    target = join(base, "streamed.bin")
+    part = bytes(range(256)) * (S3_PART_BYTES // 256)
+    with pytest.raises(RuntimeError):
+        with storage.open_output(target) as out:
+            out.write(part + b"tail")  # on S3: one part uploaded, an upload in progress
+            assert out.tell() == len(part) + 4
+            assert not storage.exists(target)
+            raise RuntimeError("the writer died")
+    assert storage.list(base) == []  # no object, no temporary file
+    if base.startswith("s3://"):
+        bucket = base[len("s3://") :].split("/", 1)[0]
+        pending = storage._s3_client().list_multipart_uploads(Bucket=bucket, Prefix=base.split("/", 3)[3])
+        assert pending.get("Uploads", []) == []  # the upload was aborted, not left dangling
+
+    out = storage.create_output(target)
+    for _ in range(3):
+        out.write(part)
+    assert not storage.exists(target)
+    out.commit()
+    out.abort()  # after a commit: nothing happens
+    assert storage.read_bytes(target) == part * 3

@@ -1,6 +1,7 @@
-"""The tokenize stage on Spark: it trains and saves a tokenizer, every document comes back from
-the shards unchanged, a crash between shard writes leaves the previous manifest and a rerun
-completes the same shard set as a clean run, and a real sample round-trips through SeaweedFS."""
+"""The tokenize stage on Spark: it trains and saves a tokenizer (and refuses to on too little
+text), every document comes back from the shards unchanged, small runs get a val split, a crash
+between shard writes leaves the previous manifest and a rerun completes the same shard set as a
+clean run, and a real sample round-trips through SeaweedFS."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from infra.storage import Storage, join
 from model.data import TokenStream
 from model.tokenizer import BpeTokenizer
 from tasks.formats.docs import docs_uri, documents_to_table, write_table
-from tasks.jobs.tokenize import run_tokenize
+from tasks.jobs.tokenize import TooLittleText, run_tokenize, val_fraction_for
 from tasks.pipeline import Document
 from model.shards import Manifest, split_of
 from tests.conftest import REALDATA, needs_realdata
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.spark
 def job_settings(storage: StorageSettings | None = None, vocab_size: int = 400) -> Settings:
     return Settings(
         storage=storage or StorageSettings(),
-        tokenizer=TokenizerSettings(vocab_size=vocab_size, sample_docs=10_000, heldout_docs=10),
+        tokenizer=TokenizerSettings(vocab_size=vocab_size, sample_docs=10_000, heldout_docs=10, min_train_bytes=10_000),
         shards=ShardSettings(shard_tokens=2_000, row_group_docs=8, val_fraction=0.1),
     )
 
@@ -101,6 +102,7 @@ def test_clean_run_trains_a_tokenizer_and_round_trips_every_document(spark, tmp_
     assert report["failed"] == {} and report["units"] == 2
     assert report["counts"] == {"skipped_empty": 1}
     training = report["tokenizer_training"]
+    # 120 non-empty documents: every 10th is held out (12), up to heldout_docs (10); 110 train.
     assert training["vocab_size"] == 400 and training["heldout_docs"] == 10 and training["train_docs"] == 110
     assert training["bytes_per_token"] > 1.5
     assert json.loads(storage.read_text(join(output, "tokenizer_report.json"))) == training
@@ -179,3 +181,45 @@ def test_real_sample_round_trips_through_seaweedfs(spark, seaweed, s3_prefix):
     assert report["failed"] == {}
     assert sum(split["docs"] for split in report["splits"].values()) == len(c4) == 300
     assert_round_trip(storage, output, texts, val_fraction=0.1)
+
+
+def test_too_little_text_to_train_a_tokenizer_is_a_one_line_error(tmp_path, capsys):
+    from flows.cli import main
+
+    storage = Storage()
+    stage = str(tmp_path / "docs")
+    write_docs(storage, stage, {"a": synthetic_corpus(30, seed=1)})  # about 8 KB of text
+    output = str(tmp_path / "tokens")
+    with pytest.raises(TooLittleText, match=r"only [\d,]+ bytes of text in 27 document\(s\).*min_train_bytes is 50,000"):
+        run_tokenize(None, stage, output, Settings())
+    assert not storage.exists(join(output, "tokenizer.json"))
+
+    assert main(["tokenizer", "train", "--input", stage, "--output", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("crawl2chat: error: only ") and "--tokenizer" in err and "\n" not in err
+
+
+def test_small_runs_get_a_val_split_and_large_ones_keep_the_fraction(spark, tmp_path):
+    storage = Storage()
+    stage = str(tmp_path / "docs")
+    texts = write_docs(storage, stage, {"a": synthetic_corpus(40, seed=1), "b": synthetic_corpus(35, seed=2)})
+    files = [docs_uri(stage, "a"), docs_uri(stage, "b")]
+    defaults = ShardSettings()  # val_fraction 0.001: 75 documents would give no val at all
+    assert sum(split_of(doc_id, defaults.val_fraction) == "val" for doc_id in texts) == 0
+    assert val_fraction_for(storage, files, defaults) == pytest.approx(10 / 75)
+    assert val_fraction_for(storage, files, defaults.model_copy(update={"min_val_docs": 0})) == 0.001
+    assert val_fraction_for(storage, files, defaults.model_copy(update={"val_fraction": 0.2})) == 0.2  # 15 >= 10
+    assert val_fraction_for(storage, files, defaults.model_copy(update={"min_val_docs": 70})) == 0.5  # at most half
+
+    settings = job_settings().model_copy(update={"shards": defaults})
+    output = str(tmp_path / "tokens")
+    report = run_tokenize(spark, stage, output, settings)
+    manifest = Manifest.read(storage, output)
+    assert manifest.val_fraction == report["val_fraction"] == pytest.approx(10 / 75)
+    assert 0 < manifest.splits["val"].n_docs < 20 and manifest.splits["val"].n_tokens > 0
+    assert_round_trip(storage, output, texts, val_fraction=manifest.val_fraction)
+
+    # More documents change the floor's fraction: units split under the old one are not mixed in.
+    write_docs(storage, stage, {"c": synthetic_corpus(30, seed=3)})
+    with pytest.raises(ValueError, match="val fraction"):
+        run_tokenize(spark, stage, output, settings)

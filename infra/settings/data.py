@@ -153,13 +153,23 @@ class DedupSettings(Section):
 
 
 class TokenizerSettings(Section):
+    # An upper bound: on a small corpus, training stops when no pair occurs min_frequency times
+    # (the report gives the size reached).
     vocab_size: int = 32_768
     sample_docs: int = 200_000  # documents used to train the BPE
     min_frequency: int = 2
-    heldout_docs: int = 1_000  # for the compression report
+    # Every 1/heldout_fraction-th document read is kept out of training to measure compression,
+    # up to heldout_docs of them, so a small corpus still trains on most of its text.
+    heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    heldout_docs: int = 1_000
+    # Less training text than this is an error: a BPE learnt on it would be close to bytes.
+    min_train_bytes: int = 50_000
 
 
 class ShardSettings(Section):
     shard_tokens: int = 100_000_000
     row_group_docs: int = 1_000
-    val_fraction: float = 0.001  # deterministic split by document-id hash
+    val_fraction: float = Field(default=0.001, ge=0.0, le=1.0)  # deterministic split by document-id hash
+    # Small runs: raise the fraction so that about this many documents go to val (never more
+    # than half); counted from the docs parts' Parquet footers, so reruns split the same way.
+    min_val_docs: int = 10

@@ -4,11 +4,13 @@
 
 1. Tokenizer: the one given, else `<output>/tokenizer.json` from an earlier run, else one
    trained on the driver from a sample of the documents (`train_tokenizer_from_docs`, which
-   also reports compression in bytes per token on held-out documents). Whatever is used is
-   saved as `<output>/tokenizer.json`; an output made with another tokenizer is refused.
+   also reports compression in bytes per token on held-out documents, and refuses to train on
+   too little text). Whatever is used is saved as `<output>/tokenizer.json`; an output made
+   with another tokenizer is refused.
 2. Shards: one Spark task per document part (tasks/jobs/units.py, so a rerun resumes), each
    batch-encoding its documents, prefixing `<|bos|>`, routing each to train or val by id hash
-   and writing size-capped shards (model/shards.py).
+   (with a floor of about `shards.min_val_docs` val documents on small runs,
+   `val_fraction_for`) and writing size-capped shards (model/shards.py).
 3. Commit: only when every unit has finished does the driver write `manifest.json`, built from
    the units' progress markers in input order, so a resumed run commits the same manifest as
    an uninterrupted one.
@@ -24,7 +26,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow.parquet as pq
 import xxhash
+from pydantic import ValidationError
 
 from infra.settings import Settings, ShardSettings, StorageSettings, TokenizerSettings
 from infra.storage import Storage, StorageError, join
@@ -60,23 +64,37 @@ def _texts(storage: Storage, files: list[str]) -> Iterator[str]:
             yield from (text for text in batch.column("text").to_pylist() if text)
 
 
+class TooLittleText(ValueError):
+    """The documents hold too little text to train a tokenizer worth using."""
+
+
+def _is_heldout(index: int, fraction: float) -> bool:
+    """Every 1/fraction-th document, spread evenly: index i is held out when floor((i+1)f) steps up."""
+    return int((index + 1) * fraction) > int(index * fraction)
+
+
 def train_tokenizer_from_docs(
     storage: Storage, docs_uri: str, out_uri: str, settings: TokenizerSettings
 ) -> dict[str, Any]:
     """Train on a sample of the documents under `docs_uri`; save `<out_uri>/tokenizer.json`.
 
-    The first `heldout_docs` documents read are kept out of training and measure compression;
-    the next `sample_docs` train the BPE. The report is returned and saved beside the tokenizer.
+    Of the documents read, a `heldout_fraction` (at most `heldout_docs`) is kept out of
+    training to measure compression and the others train the BPE, until `sample_docs` have.
+    Less than `min_train_bytes` of training text raises `TooLittleText` and saves nothing. The
+    report is returned and saved beside the tokenizer; on a small corpus the vocabulary stops
+    short of `vocab_size` (no pair left `min_frequency` times), which it reports and logs.
     """
     files = list_doc_files(storage, docs_uri)
     if not files:
         raise StorageError(f"no document Parquet files under {docs_uri}")
-    texts = _texts(storage, files)
-    heldout = [text for _, text in zip(range(settings.heldout_docs), texts)]
+    heldout: list[str] = []
     sample = {"docs": 0, "bytes": 0}
 
     def training_texts() -> Iterator[str]:
-        for text in texts:
+        for index, text in enumerate(_texts(storage, files)):
+            if len(heldout) < settings.heldout_docs and _is_heldout(index, settings.heldout_fraction):
+                heldout.append(text)
+                continue
             if sample["docs"] >= settings.sample_docs:
                 return
             sample["docs"] += 1
@@ -86,6 +104,12 @@ def train_tokenizer_from_docs(
     started = time.perf_counter()
     tokenizer = BpeTokenizer.train(training_texts(), settings.vocab_size, settings.min_frequency)
     seconds = time.perf_counter() - started
+    if sample["bytes"] < settings.min_train_bytes:
+        raise TooLittleText(
+            f"only {sample['bytes']:,} bytes of text in {sample['docs']:,} document(s) under {docs_uri} to train "
+            f"the tokenizer on (tokenizer.min_train_bytes is {settings.min_train_bytes:,}): give more documents, "
+            "or an existing tokenizer with --tokenizer"
+        )
     tokenizer_uri = join(out_uri, TOKENIZER_FILE)
     tokenizer.save(tokenizer_uri, storage)
     heldout_bytes = sum(len(text.encode("utf-8")) for text in heldout)
@@ -94,6 +118,7 @@ def train_tokenizer_from_docs(
         "tokenizer_uri": tokenizer_uri,
         "sha256": tokenizer.sha256,
         "vocab_size": tokenizer.vocab_size,
+        "vocab_size_requested": settings.vocab_size,
         "train_docs": sample["docs"],
         "train_bytes": sample["bytes"],
         "train_seconds": round(seconds, 3),
@@ -103,6 +128,12 @@ def train_tokenizer_from_docs(
         "bytes_per_token": round(heldout_bytes / heldout_tokens, 4) if heldout_tokens else None,
     }
     storage.write_text(join(out_uri, TOKENIZER_REPORT_FILE), json.dumps(report, indent=1, sort_keys=True))
+    if tokenizer.vocab_size < settings.vocab_size:
+        log.warning(
+            "tokenizer: the %s bytes of training text support %d of the %d tokens asked for "
+            "(no pair occurs tokenizer.min_frequency=%d times more); more text gives a larger vocabulary",
+            f"{sample['bytes']:,}", tokenizer.vocab_size, settings.vocab_size, settings.min_frequency,
+        )
     log.info("tokenizer trained: %s", report)
     return report
 
@@ -128,6 +159,31 @@ def _resolve_tokenizer(
         return existing, None
     report = train_tokenizer_from_docs(storage, input_uri, output_uri, settings)
     return BpeTokenizer.load(at_output, storage), report
+
+
+# --- the validation split --------------------------------------------------------------------
+
+MAX_VAL_FRACTION = 0.5  # a floor for small runs, never a split that takes most of the data
+
+
+def val_fraction_for(storage: Storage, files: list[str], settings: ShardSettings) -> float:
+    """The share of document ids that go to val: `val_fraction`, raised on small runs so that
+    about `min_val_docs` documents do (at most `MAX_VAL_FRACTION`).
+
+    Documents are counted from the parts' Parquet footers, and only until the count shows that
+    `val_fraction` alone gives `min_val_docs` (about 10,000 documents at the defaults), so a
+    large run reads a footer or two. The same inputs always give the same fraction.
+    """
+    if settings.min_val_docs <= 0 or settings.val_fraction <= 0:
+        return settings.val_fraction
+    enough = settings.min_val_docs / settings.val_fraction
+    documents = 0
+    for uri in files:
+        with storage.open_input(uri) as handle:
+            documents += pq.ParquetFile(handle).metadata.num_rows
+        if documents >= enough:
+            return settings.val_fraction
+    return min(MAX_VAL_FRACTION, settings.min_val_docs / max(1, documents))
 
 
 # --- the shards ------------------------------------------------------------------------------
@@ -173,6 +229,7 @@ class TokenizeUnit:
                     writer.add(split_of(doc_id, settings.val_fraction), doc_id, [tokenizer.bos_id, *ids])
         return {
             "tokenizer_sha256": tokenizer.sha256,
+            "val_fraction": settings.val_fraction,
             "snapshots": sorted(snapshots),
             "counts": dict(counts),
             "shards": {split: [shard.model_dump() for shard in shards] for split, shards in writer.written.items()},
@@ -194,18 +251,21 @@ def run_tokenize(
     if not files:
         raise StorageError(f"no document Parquet files under {input_uri}")
     tokenizer, training = _resolve_tokenizer(storage, input_uri, output_uri, settings.tokenizer, tokenizer_uri)
-    work = TokenizeUnit(tokenizer, settings.storage, output_uri, settings.shards)
+    val_fraction = val_fraction_for(storage, files, settings.shards)
+    shards = settings.shards.model_copy(update={"val_fraction": val_fraction})
+    work = TokenizeUnit(tokenizer, settings.storage, output_uri, shards)
     result = run_units(spark, files, work, output_uri, settings.storage)
     report: dict[str, Any] = {
         "output": output_uri,
         "tokenizer_sha256": tokenizer.sha256,
         "tokenizer_training": training,
         "units": len(files),
+        "val_fraction": val_fraction,
         "resumed": result.resumed,
         "failed": result.failed,
     }
     if not result.failed:
-        manifest = _manifest(tokenizer, input_uri, [result.stats[unit_key(uri)] for uri in files])
+        manifest = _manifest(tokenizer, input_uri, val_fraction, [result.stats[unit_key(uri)] for uri in files])
         manifest.write(storage, output_uri)  # last: the commit point
         report["manifest"] = manifest_uri(output_uri)
         report["splits"] = {
@@ -217,21 +277,39 @@ def run_tokenize(
     return report
 
 
-def _manifest(tokenizer: BpeTokenizer, input_uri: str, unit_stats: list[dict[str, Any]]) -> Manifest:
+def _manifest(tokenizer: BpeTokenizer, input_uri: str, val_fraction: float, unit_stats: list[dict[str, Any]]) -> Manifest:
     stale = {stats["tokenizer_sha256"] for stats in unit_stats} - {tokenizer.sha256}
     if stale:
         raise ValueError(
             f"progress markers were made with another tokenizer ({sorted(stale)[0][:12]}); use a fresh output location"
         )
-    splits = {
-        split: SplitInfo.of([ShardInfo.model_validate(s) for stats in unit_stats for s in stats["shards"][split]])
-        for split in SPLITS
-    }
+    _check_val_fraction(val_fraction, unit_stats)
+    try:
+        splits = {
+            split: SplitInfo.of([ShardInfo.model_validate(s) for stats in unit_stats for s in stats["shards"][split]])
+            for split in SPLITS
+        }
+    except ValidationError as error:
+        raise ValueError(
+            "progress markers were written by an older crawl2chat (no per-row-group counts); use a fresh output location"
+        ) from error
     return Manifest(
         created_at=Manifest.now(),
         tokenizer=TokenizerInfo(sha256=tokenizer.sha256, vocab_size=tokenizer.vocab_size, bos_id=tokenizer.bos_id),
         dtype=token_dtype(tokenizer.vocab_size),
         source_uri=input_uri,
         source_snapshots=sorted({snapshot for stats in unit_stats for snapshot in stats["snapshots"]}),
+        val_fraction=val_fraction,
         splits=splits,
     )
+
+
+def _check_val_fraction(val_fraction: float, unit_stats: list[dict[str, Any]]) -> None:
+    """Units split under another val fraction (other settings, or fewer documents then) would
+    mix two splits in one manifest."""
+    other = {stats.get("val_fraction") for stats in unit_stats} - {val_fraction}
+    if other:
+        raise ValueError(
+            f"progress markers were made with val fraction {sorted(other, key=str)[0]}, this run uses {val_fraction:.6g} "
+            "(shards.val_fraction or the number of documents changed); use a fresh output location"
+        )
