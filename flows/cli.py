@@ -5,11 +5,8 @@
     crawl2chat filter | dedup | tokenize | tokenizer train     one data stage
     crawl2chat serve --cron "0 6 * * 1" --snapshot latest --output s3://bucket/cc
     crawl2chat sample-crawl | blocklist load | seaweed
-COMMAND_MODULES = [
-    "flows.commands.data",
-    "flows.commands.export",
-    "flows.commands.chat_data",
-]
+    crawl2chat pretrain --tokens data/run/tokens --output data/base --preset cpu-tiny
+    crawl2chat generate --checkpoint data/base --prompt "Once upon a time"
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -37,6 +34,7 @@ COMMAND_MODULES = [
     "flows.commands.data",
     "flows.commands.export",
     "flows.commands.chat_data",
+    "flows.commands.train",
 ]
 
 

@@ -12,5 +12,6 @@ Words, used one way across the project:
 
 Folders by kind: `readers/` (inputs and WARC), `filters/` (URL, extraction, language, quality,
 PII and the chain that orders them), `dedup/`, `formats/` (the docs Parquet hand-off between
-stages), `jobs/` (Spark jobs) and `samples/` (generators of sample data for runs and tests).
+stages), `jobs/` (Spark jobs), `train/` (the training stages) and `samples/` (generators of sample
+data for runs and tests).
 """

@@ -3,14 +3,16 @@
 Values come from, in rising priority: the defaults (the published FineWeb / Gopher / C4
 parameters for the data half), a YAML file (`--config` or `CRAWL2CHAT_CONFIG`), environment
 variables (`CRAWL2CHAT_<SECTION>__<FIELD>`, e.g. `CRAWL2CHAT_SPARK__MASTER=spark://host:7077`),
-and finally explicit overrides from the CLI (`--set`) or a flow parameter. The standard AWS
+and finally explicit overrides from the CLI (`--set`) or a flow parameter. A named preset
+(`--preset cpu-tiny`, see `presets.py`) sits just above the defaults. The standard AWS
 variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_DEFAULT_REGION`) are honoured by the storage section.
 
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS), `data.py` (inputs,
-the filter chain, dedup, tokenizer, shards) and `search.py` (the search tool's index). Every
-step or stage takes its own section, so it can be built and tested without the rest. Import
-any section from here.
+the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
+(the model's shape, the training loop) and `presets.py` (named sets of training values). Every
+step or stage takes its own section, so it can be built and tested without the rest. Import any
+section from here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.settings.base import Section
+from infra.settings.base import Section  # noqa: F401 - re-exported with every section
 from infra.settings.data import (
     C4Settings,
     DedupSettings,
@@ -38,15 +40,10 @@ from infra.settings.data import (
     TokenizerSettings,
     UrlFilterSettings,
 )
+from infra.settings.presets import PRESETS, preset_values
 from infra.settings.search import SearchSettings
 from infra.settings.services import SeaweedSettings, SparkSettings, StorageSettings
-
-__all__ = [
-    "C4Settings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
-    "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "LanguageSettings",
-    "PiiSettings", "SearchSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
-    "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
-]
+from infra.settings.train import ModelSettings, TrainSettings
 
 
 class Settings(BaseSettings):
@@ -65,6 +62,8 @@ class Settings(BaseSettings):
     tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
     shards: ShardSettings = Field(default_factory=ShardSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
@@ -78,8 +77,11 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Defaults < YAML file < environment < overrides (nested dicts, e.g. {"spark": {"master": ...}})."""
+def load_settings(
+    config_file: str | Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None
+) -> Settings:
+    """Defaults < preset < YAML file < environment < overrides (nested dicts, e.g. {"spark": {"master": ...}})."""
+    preset_part = preset_values(preset) if preset else {}
     from_env = Settings()  # defaults + environment
     path = config_file or from_env.config_file
     file_values: dict[str, Any] = {}
@@ -92,5 +94,5 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
             raise ValueError(f"config file {path} must hold a mapping at the top level")
     # Environment wins over the file: re-read the environment as a dict of explicitly set values.
     env_values = from_env.model_dump(exclude_defaults=True)
-    merged = _deep_merge(_deep_merge(file_values, env_values), overrides or {})
+    merged = _deep_merge(_deep_merge(_deep_merge(preset_part, file_values), env_values), overrides or {})
     return Settings.model_validate(merged)

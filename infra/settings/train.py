@@ -46,20 +46,30 @@ class TrainSettings(Section):
     """The loop every trainer shares; each stage has its own copy with its own defaults."""
 
     batch_size: int = Field(8, ge=1)  # sequences per micro-step per process
-    total_batch_tokens: int | None = None  # tokens per optimizer step; None: one micro-step per process
+    seq_len: int | None = Field(None, ge=8)  # training sequence length; None: the model's context (model.seq_len)
+    total_batch_tokens: int | None = Field(None, ge=1)  # tokens per optimizer step; None: one micro-step per process
     max_steps: int = Field(100, ge=1)
-    lr: float = 3e-3
+    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: torch.optim.Muon for the blocks' matrices, AdamW for the rest
+    lr: float = Field(3e-3, gt=0)
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     warmup_steps: int = Field(10, ge=0)
-    min_lr_ratio: float = 0.1  # the final learning rate, as a fraction of lr
-    weight_decay: float = 0.1  # on matrices only
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # the final learning rate, as a fraction of lr
+    decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd: the last share of the steps, decaying linearly
+    weight_decay: float = Field(0.1, ge=0)  # on matrices only (embeddings and head included), never on norms
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 switches clipping off
+    adam_eps: float = 1e-8
+    grad_clip: float = Field(1.0, ge=0)  # 0 switches clipping off
     eval_every: int = Field(50, ge=0)  # steps; 0: only at the end
     eval_tokens: int = Field(65_536, ge=1)  # validation tokens per evaluation
+    sample_prompts: list[str] = ["The meaning of life is", "Once upon a time,", "The capital of France is"]
+    sample_tokens: int = Field(32, ge=0)  # greedy tokens per sample prompt at each evaluation; 0: none
     checkpoint_every: int = Field(0, ge=0)  # steps; 0: only at the end
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
-    compile: bool = False
+    compile: bool = False  # torch.compile the training forward
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when there is one
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    fsdp: bool = False  # shard parameters, gradients and optimizer state (FSDP2) instead of replicating (DDP)
+    peak_flops: float | None = Field(None, gt=0)  # per device, for MFU; None: known GPUs (H100/H200, A100)
     seed: int = 0
