@@ -22,6 +22,7 @@ from flows.cli import main, parse_overrides
 from model.data import TokenStream
 from infra.storage import Storage, join
 from tasks.samples.crawl import generate_sample_crawl
+from tests.conftest import seaweed_in_environment
 
 pytestmark = [pytest.mark.slow]
 
@@ -56,11 +57,12 @@ async def _artifacts_of_latest_run(flow_name: str) -> tuple[str, dict[str, objec
 
 @pytest.mark.spark
 @pytest.mark.s3
-def test_crawl_to_tokens_flow_on_seaweedfs(prefect_server, spark, seaweed, s3_prefix, tmp_path):
+def test_crawl_to_tokens_flow_on_seaweedfs(prefect_server, spark, seaweed, s3_prefix, tmp_path, monkeypatch):
     from flows.crawl_to_tokens import crawl_to_tokens
 
     crawl = generate_sample_crawl(tmp_path / "crawl", num_warcs=2, pages_per_warc=40, seed=3)
-    overrides = {"storage": seaweed.model_dump(), "spark": {"master": "local[2]"}, "tokenizer": {"vocab_size": 1_000}}
+    seaweed_in_environment(monkeypatch, seaweed)  # credentials never travel as flow parameters
+    overrides = {"storage": {"max_attempts": 3, "backoff_seconds": 0.05}, "spark": {"master": "local[2]"}, "tokenizer": {"vocab_size": 1_000}}
     output = join(s3_prefix, "run")
     result = crawl_to_tokens(output=output, inputs=[str(p) for p in crawl.warc_paths], overrides=overrides)
 
