@@ -5,7 +5,9 @@ parameters for the data half), a YAML file (`--config` or `CRAWL2CHAT_CONFIG`), 
 variables (`CRAWL2CHAT_<SECTION>__<FIELD>`, e.g. `CRAWL2CHAT_SPARK__MASTER=spark://host:7077`),
 and finally explicit overrides from the CLI (`--set`) or a flow parameter. The standard AWS
 variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-`AWS_DEFAULT_REGION`) are honoured by the storage section.
+`AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`) are honoured by the storage section. Flows load
+settings through `flows.credentials.run_settings`, which refuses credentials in overrides (Prefect
+stores flow parameters) and can take them from a Prefect Secret block.
 
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS) and `data.py` (inputs,
 the filter chain, dedup, tokenizer, shards). Every step or stage takes its own section, so it
