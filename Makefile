@@ -2,11 +2,12 @@
 #   make run    the whole data flow on embedded defaults (generated sample crawl, local Spark,
 #               Prefect's local server on SQLite, local output under data/run)
 #   make test   the test suite (starts its own SeaweedFS S3 server and local Spark)
+#   make fuzz   10,000 mutated real WARCs through the reader (bench/fuzz_warc.py); prints the totals
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test fuzz bench clean
 
 $(BIN)/crawl2chat: pyproject.toml
 	@command -v java >/dev/null 2>&1 || { echo "installing Java 17 for Spark"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
@@ -21,6 +22,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+FUZZ_CASES ?= 10000
+fuzz: setup
+	$(BIN)/python bench/fuzz_warc.py --cases $(FUZZ_CASES) --json data/fuzz_warc.json
 
 clean:
 	rm -rf data .pytest_cache

@@ -2,7 +2,9 @@
 
 Each stage is a Prefect task around one Spark job from `tasks/jobs/`; the flows chain them and
 publish every stage's funnel as artifacts, so the Prefect UI shows documents in and out and why
-each was dropped. Stages are resumable on their own (progress markers under each stage's
+each was dropped. Flows and tasks take the config file and overrides, never a loaded `Settings`,
+and load their settings with `run_settings` (flows/credentials.py): credentials come from the
+environment or a Prefect Secret block, never from parameters, which Prefect stores and shows. Stages are resumable on their own (progress markers under each stage's
 output), so retrying a task or re-running the flow after a crash skips finished work.
 
 Layout of one run's output (local path or s3:// URI):
@@ -21,7 +23,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.report import dedup_report, funnel_text, publish_stage_artifacts, tokenize_report
-from infra.settings import Settings, load_settings
+from flows.credentials import refuse_credentials, run_settings
+from infra.settings import Settings
 from infra.spark import spark_session
 from infra.storage import Storage, join
 from tasks.readers.inputs import InputError, latest_snapshot, resolve_inputs, snapshot_warc_urls
@@ -64,8 +67,12 @@ def warc_inputs(settings: Settings, inputs: list[str] | None, snapshot: str | No
     return uris[:limit] if limit else uris
 
 
+Overrides = dict[str, Any] | None
+
+
 @task(name="filter-warcs", retries=1, retry_delay_seconds=5)
-def filter_stage(inputs: list[str], output: str, settings: Settings, snapshot: str = "") -> dict[str, Any]:
+def filter_stage(inputs: list[str], output: str, config_file: str | None, overrides: Overrides, snapshot: str = "") -> dict[str, Any]:
+    settings = run_settings(config_file, overrides)
     stats = run_filter(spark_session(settings.spark), inputs, output, settings, snapshot)
     publish_stage_artifacts("filter", stats)
     _logger().info("filter funnel:\n%s", funnel_text(stats))
@@ -73,7 +80,8 @@ def filter_stage(inputs: list[str], output: str, settings: Settings, snapshot: s
 
 
 @task(name="dedup-docs", retries=1, retry_delay_seconds=5)
-def dedup_stage(input_uri: str, output: str, settings: Settings) -> dict[str, Any]:
+def dedup_stage(input_uri: str, output: str, config_file: str | None, overrides: Overrides) -> dict[str, Any]:
+    settings = run_settings(config_file, overrides)
     stats = run_dedup(spark_session(settings.spark), input_uri, output, settings)
     report = dedup_report(stats, output)
     publish_stage_artifacts("dedup", report)
@@ -82,7 +90,10 @@ def dedup_stage(input_uri: str, output: str, settings: Settings) -> dict[str, An
 
 
 @task(name="tokenize-docs", retries=1, retry_delay_seconds=5)
-def tokenize_stage(input_uri: str, output: str, settings: Settings, tokenizer_uri: str | None = None) -> dict[str, Any]:
+def tokenize_stage(
+    input_uri: str, output: str, config_file: str | None, overrides: Overrides, tokenizer_uri: str | None = None
+) -> dict[str, Any]:
+    settings = run_settings(config_file, overrides)
     report = run_tokenize(spark_session(settings.spark), input_uri, output, settings, tokenizer_uri)
     publish_stage_artifacts("tokenize", tokenize_report(report))
     _logger().info("tokenize: %s", json.dumps(tokenize_report(report)["totals"]))
@@ -99,11 +110,11 @@ def crawl_to_docs(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """WARC files (paths, globs, s3://, a Common Crawl snapshot or `latest`) -> filtered documents."""
-    settings = load_settings(config_file, overrides)
+    settings = run_settings(config_file, overrides)
     output, snapshot = snapshot_run(settings, output, snapshot)
     uris = warc_inputs(settings, inputs, None if inputs else snapshot, max_warcs)
     _logger().info("filtering %d WARC file(s) into %s", len(uris), output)
-    return filter_stage(uris, join(output, FILTERED), settings, snapshot or "")
+    return filter_stage(uris, join(output, FILTERED), config_file, overrides, snapshot or "")
 
 
 @flow(name="crawl-to-tokens", log_prints=True)
@@ -117,22 +128,23 @@ def crawl_to_tokens(
     tokenizer_uri: str | None = None,
 ) -> dict[str, Any]:
     """The whole data half: WARC files -> filtered -> deduplicated documents -> token shards."""
-    settings = load_settings(config_file, overrides)
+    settings = run_settings(config_file, overrides)
     output, snapshot = snapshot_run(settings, output, snapshot)
     filtered = crawl_to_docs(output, inputs, snapshot, max_warcs, config_file, overrides)  # a subflow in the UI
     if filtered["inputs_failed"]:
         raise RuntimeError(
             f"{len(filtered['inputs_failed'])} WARC file(s) failed; rerun to retry them before deduplicating"
         )
-    deduped = dedup_stage(join(output, FILTERED), join(output, DEDUPED), settings)
-    tokens = tokenize_stage(join(output, DEDUPED), join(output, TOKENS), settings, tokenizer_uri)
+    deduped = dedup_stage(join(output, FILTERED), join(output, DEDUPED), config_file, overrides)
+    tokens = tokenize_stage(join(output, DEDUPED), join(output, TOKENS), config_file, overrides, tokenizer_uri)
     return {"filter": filtered, "dedup": deduped, "tokenize": tokens}
 
 
 @flow(name="dedup-docs", log_prints=True)
 def dedup_docs(input_uri: str, output: str, config_file: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Exact and MinHash near-duplicate removal of a documents stage."""
-    return dedup_stage(input_uri, output, load_settings(config_file, overrides))
+    refuse_credentials(overrides)
+    return dedup_stage(input_uri, output, config_file, overrides)
 
 
 @flow(name="tokenize-docs", log_prints=True)
@@ -141,7 +153,8 @@ def tokenize_docs(
     tokenizer_uri: str | None = None,
 ) -> dict[str, Any]:
     """Documents -> BPE token shards and manifest (training the tokenizer if none is given)."""
-    return tokenize_stage(input_uri, output, load_settings(config_file, overrides), tokenizer_uri)
+    refuse_credentials(overrides)
+    return tokenize_stage(input_uri, output, config_file, overrides, tokenizer_uri)
 
 
 def sample_inputs(output_dir: str | Path, seed: int = 0) -> list[str]:

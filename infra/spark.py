@@ -42,6 +42,10 @@ def spark_session(settings: SparkSettings | None = None):
         .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
     )
     if settings.master.startswith("local"):
+        # Everything on loopback: the driver's RPC and block manager by these two settings, and the
+        # web UI (port 4040), which binds to SPARK_LOCAL_IP or else every interface, by that
+        # variable, read when the JVM starts. A SPARK_LOCAL_IP the user set is left alone.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     for key, value in settings.extra_conf.items():
         builder = builder.config(key, value)

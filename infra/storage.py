@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import IO, TypeVar
 
 import pyarrow.fs as pafs
+from pydantic import SecretStr
 
 from infra.settings import StorageSettings
 
@@ -41,6 +42,11 @@ class StorageError(RuntimeError):
 
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
+
+
+def reveal(secret: SecretStr | str | None) -> str | None:
+    """The plain value of a secret setting, only where it is handed to the S3 client."""
+    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
 
 
 def join(base: str, *parts: str) -> str:
@@ -82,13 +88,15 @@ class Storage:
             scheme = "https"
             if endpoint and "://" in endpoint:
                 scheme, endpoint = endpoint.split("://", 1)
+            secret_key, session_token = reveal(s.secret_access_key), reveal(s.session_token)
             self._s3 = pafs.S3FileSystem(
                 access_key=s.access_key_id,
-                secret_key=s.secret_access_key,
+                secret_key=secret_key,
+                session_token=session_token,
                 region=s.region,
                 endpoint_override=endpoint,
                 scheme=scheme,
-                anonymous=not (s.access_key_id and s.secret_access_key),
+                anonymous=not (s.access_key_id and secret_key),
                 retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=s.max_attempts),
                 allow_bucket_creation=True,
                 allow_bucket_deletion=False,
@@ -246,7 +254,8 @@ class Storage:
                 endpoint_url=endpoint,
                 region_name=s.region,
                 aws_access_key_id=None if anonymous else s.access_key_id,
-                aws_secret_access_key=None if anonymous else s.secret_access_key,
+                aws_secret_access_key=None if anonymous else reveal(s.secret_access_key),
+                aws_session_token=None if anonymous else reveal(s.session_token),
                 config=config,
             )
         return self._client

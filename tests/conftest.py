@@ -50,6 +50,14 @@ def seaweed(tmp_path_factory):
         )
 
 
+def seaweed_in_environment(monkeypatch, storage: StorageSettings) -> None:
+    """Point the standard AWS variables at the test server, the way a user's shell would: flows
+    take credentials from the environment (or a Prefect Secret block), never from parameters."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", storage.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", storage.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", storage.secret_access_key.get_secret_value())
+
+
 @pytest.fixture
 def s3_prefix(seaweed) -> str:
     """A fresh s3:// prefix in an existing bucket, unique per test."""

@@ -174,3 +174,54 @@ def test_real_ut1_files(tmp_path):
     adult = load_blocklist(str(tmp_path), ["adult"])
     assert "101soundboards.com/boards/231587-bbw-bdsm-erotic-audio-clips" in adult.urls
     assert "000-online-casino.com" not in adult.domains
+
+
+def _crafted_archive(path: Path, member: tarfile.TarInfo, text: bytes = b"evil-example.com\n") -> Path:
+    """A UT1-looking archive with one good list and one crafted `member`."""
+    with tarfile.open(path, "w:gz") as archive:
+        good = tarfile.TarInfo("blacklists/adult/domains")
+        good.size = len(b"bad-example.com\n")
+        archive.addfile(good, io.BytesIO(b"bad-example.com\n"))
+        if member.isfile():
+            member.size = len(text)
+            archive.addfile(member, io.BytesIO(text))
+        else:
+            archive.addfile(member)
+    return path
+
+
+def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, target
+    return member
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (tarfile.TarInfo("blacklists/../../outside/domains"), "steps out with '..'"),
+        (tarfile.TarInfo("blacklists/adult/../../../domains"), "steps out with '..'"),
+        (tarfile.TarInfo("/etc/crawl2chat/domains"), "absolute path"),
+        (_link("blacklists/escape", "/etc", tarfile.SYMTYPE), "absolute"),
+        (_link("blacklists/escape", "../../../../etc", tarfile.SYMTYPE), "outside the destination"),
+        (_link("blacklists/adult/urls", "../../../../etc/passwd", tarfile.LNKTYPE), "outside the destination"),
+        (_link("blacklists/device", "", tarfile.CHRTYPE), "special file"),
+    ],
+    ids=["dotdot", "dotdot-inside-category", "absolute", "symlink-absolute", "symlink-out", "hardlink-out", "device"],
+)
+def test_archive_members_landing_outside_are_refused(tmp_path, member, message):
+    archive = _crafted_archive(tmp_path / "crafted.tar.gz", member)
+    dest = tmp_path / "lists" / "imported"
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match=message) as refused:
+        import_blocklist(str(archive), str(dest))
+    assert "\n" not in str(refused.value) and str(refused.value).startswith("refusing block list archive")
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside or out
+    with pytest.raises(ValueError, match=message):
+        load_blocklist(str(archive))  # reading the archive directly refuses it too
+
+
+def test_links_inside_the_archive_still_import(tmp_path):
+    archive = _crafted_archive(tmp_path / "aliases.tar.gz", _link("blacklists/porn", "adult", tarfile.SYMTYPE))
+    summary = import_blocklist(str(archive), str(tmp_path / "lists"))
+    assert summary["lists"] == {"adult": {"domains": 1}}

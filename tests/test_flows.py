@@ -24,6 +24,7 @@ from model.data import TokenStream
 from infra.storage import Storage, join
 from tasks.samples.crawl import generate_sample_crawl
 from tasks.samples.text import TOPICS, EnglishWriter
+from tests.conftest import seaweed_in_environment
 
 pytestmark = [pytest.mark.slow]
 
@@ -58,12 +59,13 @@ async def _artifacts_of_latest_run(flow_name: str) -> tuple[str, dict[str, objec
 
 @pytest.mark.spark
 @pytest.mark.s3
-def test_crawl_to_tokens_flow_on_seaweedfs(prefect_server, spark, seaweed, s3_prefix, tmp_path):
+def test_crawl_to_tokens_flow_on_seaweedfs(prefect_server, spark, seaweed, s3_prefix, tmp_path, monkeypatch):
     """The default run (`crawl2chat run`: the built-in sample crawl, default settings), with its
     output on object storage."""
     from flows.crawl_to_tokens import crawl_to_tokens, sample_inputs
 
-    overrides = {"storage": seaweed.model_dump(), "spark": {"master": "local[2]"}}
+    seaweed_in_environment(monkeypatch, seaweed)  # credentials never travel as flow parameters
+    overrides = {"storage": {"max_attempts": 3, "backoff_seconds": 0.05}, "spark": {"master": "local[2]"}}
     output = join(s3_prefix, "run")
     result = crawl_to_tokens(output=output, inputs=sample_inputs(tmp_path / "crawl"), overrides=overrides)
 

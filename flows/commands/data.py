@@ -99,8 +99,8 @@ def _print_stage(stats: dict[str, Any]) -> None:
 
 
 def _run_data_flow(args: argparse.Namespace) -> int:
+    from flows.credentials import run_settings
     from flows.crawl_to_tokens import crawl_to_docs, crawl_to_tokens, sample_inputs, snapshot_run, warc_inputs
-    from infra.settings import load_settings
 
     inputs = args.inputs
     if args.command == "run" and not inputs and not args.snapshot:
@@ -109,8 +109,8 @@ def _run_data_flow(args: argparse.Namespace) -> int:
         print(f"no input given: generated a sample crawl of {len(inputs)} WARC file(s) in {sample_dir}")
     overrides = parse_overrides(args.set)
     # Resolve (and so validate) inputs and settings before Prefect starts: a typo in a path
-    # should cost one line and no flow run.
-    settings = load_settings(args.config, overrides)
+    # should cost one line and no flow run. Credentials in --set are refused here, in one line.
+    settings = run_settings(args.config, overrides)
     output, snapshot = snapshot_run(settings, args.output, args.snapshot)
     uris = warc_inputs(settings, inputs, snapshot, args.max_warcs)
     flow = crawl_to_tokens if args.command == "run" else crawl_to_docs
@@ -142,9 +142,11 @@ def _print_tokens(report: dict[str, Any]) -> None:
 
 
 def _run_stage(args: argparse.Namespace) -> int:
+    from flows.credentials import refuse_credentials, run_settings
     from flows.crawl_to_tokens import dedup_docs, tokenize_docs
 
     overrides = parse_overrides(args.set)
+    refuse_credentials(overrides)
     if args.command == "dedup":
         stats = dedup_docs(args.input_uri, args.output, args.config, overrides)
         _print_dedup(stats, args.output)
@@ -154,11 +156,10 @@ def _run_stage(args: argparse.Namespace) -> int:
         _print_tokens(report)
         return 1 if report.get("failed") else 0
     # tokenizer train: no Spark, no flow; a sample of documents on this machine.
-    from infra.settings import load_settings
     from infra.storage import Storage
     from tasks.jobs.tokenize import train_tokenizer_from_docs
 
-    settings = load_settings(args.config, overrides)
+    settings = run_settings(args.config, overrides)
     print(json.dumps(train_tokenizer_from_docs(Storage(settings.storage), args.input_uri, args.output, settings.tokenizer), indent=2))
     return 0
 
@@ -166,10 +167,13 @@ def _run_stage(args: argparse.Namespace) -> int:
 def build_deployment(args: argparse.Namespace):
     """The crawl-to-tokens deployment `serve` runs: its schedule and its parameters. One run at a
     time, so a slow crawl is never processed twice over by overlapping scheduled runs."""
+    from flows.credentials import refuse_credentials
     from flows.crawl_to_tokens import crawl_to_tokens
 
+    overrides = parse_overrides(args.set)
+    refuse_credentials(overrides)  # a deployment's parameters are stored and shown: no credential there
     parameters = {"output": args.output, "inputs": args.inputs, "snapshot": args.snapshot, "max_warcs": args.max_warcs,
-                  "config_file": args.config, "overrides": parse_overrides(args.set)}
+                  "config_file": args.config, "overrides": overrides}
     return crawl_to_tokens.to_deployment(
         name=args.name, cron=args.cron, parameters=parameters, concurrency_limit=1, tags=["crawl2chat", "data"]
     )

@@ -6,7 +6,9 @@ variables (`CRAWL2CHAT_<SECTION>__<FIELD>`, e.g. `CRAWL2CHAT_SPARK__MASTER=spark
 and finally explicit overrides from the CLI (`--set`) or a flow parameter. A named preset
 (`--preset cpu-tiny`, see `presets.py`) sits just above the defaults. The standard AWS
 variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-`AWS_DEFAULT_REGION`) are honoured by the storage section.
+`AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`) are honoured by the storage section. Flows load
+settings through `flows.credentials.run_settings`, which refuses credentials in overrides (Prefect
+stores flow parameters) and can take them from a Prefect Secret block.
 
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS), `data.py` (inputs,
 the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`

@@ -34,7 +34,7 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 import numpy as np
@@ -166,7 +166,7 @@ def _words(lines: Iterable[bytes]) -> list[str]:
 
 def _role(relative_path: str) -> tuple[str, str] | None:
     """(category, kind) of a list file or (NO_CATEGORY, word list name); None for anything else."""
-    parts = relative_path.strip("/").split("/")
+    parts = PurePosixPath(relative_path.strip("/")).parts
     if parts[-1] in WORD_LISTS:
         return NO_CATEGORY, parts[-1]
     if parts[-1] in LIST_KINDS:
@@ -184,7 +184,10 @@ def _source_files(source: Path) -> Iterator[tuple[str, str, IO[bytes]]]:
                     yield *role, stream
     elif tarfile.is_tarfile(source):
         with tarfile.open(source) as archive:
-            for member in archive:  # links are skipped: UT1 aliases categories with symlinks
+            members = archive.getmembers()
+            for member in members:  # all of them first: a refused archive imports nothing
+                _refuse_escaping(member, source)
+            for member in members:  # links are skipped: UT1 aliases categories with symlinks
                 role = member.isfile() and _role(member.name)
                 if role:
                     yield *role, archive.extractfile(member)
@@ -193,6 +196,28 @@ def _source_files(source: Path) -> Iterator[tuple[str, str, IO[bytes]]]:
             yield NO_CATEGORY, source.name, stream
     else:
         raise ValueError(f"{source} is neither a block list directory, a tar archive nor one of {WORD_LISTS}")
+
+
+# Where tarfile's "data" filter is asked to place members: a folder that exists nowhere, so the
+# answer depends on the member alone, never on what is on this machine's disk.
+_ARCHIVE_ROOT = "/crawl2chat-block-list-archive"
+
+
+def _refuse_escaping(member: tarfile.TarInfo, archive: Path) -> None:
+    """Refuse an archive whose member would land outside the block list's folder: an absolute
+    path, a `..` step (which would also put a list under a category named '..'), a symlink or
+    hardlink pointing out, or a device file: tarfile's own "data" filter rules (PEP 706)."""
+    if ".." in PurePosixPath(member.name).parts:
+        problem = f"member {member.name!r} steps out with '..'"
+    elif member.name.startswith("/"):  # the data filter would strip the '/': refuse it instead
+        problem = f"member {member.name!r} is an absolute path"
+    else:
+        try:
+            tarfile.data_filter(member, _ARCHIVE_ROOT)
+            return
+        except tarfile.FilterError as error:
+            problem = f"member {str(error).replace(_ARCHIVE_ROOT, 'its folder')}"
+    raise ValueError(f"refusing block list archive {archive}: {problem}")
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from infra.settings import Settings
 from infra.storage import Storage, join
 from tasks.filters.chain import chain_for
 from tasks.formats.docs import STATS_FILE, documents_to_table, docs_uri, dropped_to_table, dropped_uri, write_table
-from tasks.readers.inputs import open_warc, snapshot_of
+from tasks.readers.inputs import display_uri, open_warc, snapshot_of
 from tasks.jobs.units import run_units
 from tasks.pipeline import Document, Funnel, run_chain
 from tasks.readers.warc import iter_warc_documents
@@ -36,7 +36,7 @@ def filter_warc(uri: str, unit: str, output: str, settings: Settings, snapshot: 
     started = time.perf_counter()
     with open_warc(uri, storage, timeout=settings.input.http_timeout_seconds) as stream:
         documents = iter_warc_documents(
-            stream, uri, snapshot or snapshot_of(uri), funnel[READ_STEP], settings.input.max_record_bytes
+            stream, display_uri(uri), snapshot or snapshot_of(uri), funnel[READ_STEP], settings.input.max_record_bytes
         )
         kept = list(run_chain(chain_for(settings.filter), documents, funnel, on_drop))
     row_group = settings.filter.row_group_rows
@@ -45,7 +45,7 @@ def filter_warc(uri: str, unit: str, output: str, settings: Settings, snapshot: 
         for doc, _, _ in dropped:
             doc.html = None  # the inspection file keeps whatever text there was, never the HTML
         write_table(storage, dropped_uri(output, unit), dropped_to_table(dropped), row_group)
-    return {"input": uri, "funnel": funnel.to_dict(), "seconds": round(time.perf_counter() - started, 3)}
+    return {"input": display_uri(uri), "funnel": funnel.to_dict(), "seconds": round(time.perf_counter() - started, 3)}
 
 
 def summarize(funnel: Funnel) -> dict[str, Any]:

@@ -8,7 +8,8 @@ next run redoes (overwriting, never duplicating, its files). The markers hold ea
 so the merged stats of a resumed run are the same as those of an uninterrupted one.
 
 A unit that raises is reported, not fatal: its error is returned in `failed`, it gets no marker,
-and a rerun tries it again.
+and a rerun tries it again. Units are named, keyed and reported by their input's `display_uri`
+(a presigned URL without its signature); only the work itself sees the URI as given.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from infra.settings import StorageSettings
 from infra.storage import Storage, join
 from tasks.formats.docs import PROGRESS_DIR, unit_key
+from tasks.readers.inputs import display_uri
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +46,12 @@ def completed_units(storage: Storage, output: str) -> dict[str, dict[str, Any]]:
 
 
 def _run_unit(work: UnitWork, storage_settings: StorageSettings, output: str, uri: str) -> tuple[str, dict | None, str | None]:
-    key = unit_key(uri)
+    key = unit_key(display_uri(uri))
     try:
         stats = work(uri, key)
     except Exception as error:  # noqa: BLE001 - reported per unit, the job goes on
         line = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        log.error("unit %s failed: %s\n%s", uri, line, traceback.format_exc())
+        log.error("unit %s failed: %s\n%s", display_uri(uri), line, traceback.format_exc())
         return uri, None, line
     Storage(storage_settings).write_text(join(output, PROGRESS_DIR, f"{key}.json"), json.dumps(stats))
     return uri, stats, None
@@ -63,7 +65,7 @@ def run_units(spark, inputs: list[str], work: UnitWork, output: str, storage_set
     result = UnitsResult()
     todo = []
     for uri in inputs:
-        key = unit_key(uri)
+        key = unit_key(display_uri(uri))
         if key in done:
             result.stats[key] = done[key]
             result.resumed += 1
@@ -76,8 +78,8 @@ def run_units(spark, inputs: list[str], work: UnitWork, output: str, storage_set
         outcomes = rdd.map(lambda uri: _run_unit(work, storage_settings, output, uri)).collect()
         for uri, stats, error in outcomes:
             if error is None:
-                result.stats[unit_key(uri)] = stats
+                result.stats[unit_key(display_uri(uri))] = stats
             else:
-                result.failed[uri] = error
+                result.failed[display_uri(uri)] = error
     result.seconds = time.perf_counter() - started
     return result

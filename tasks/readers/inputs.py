@@ -9,6 +9,12 @@ fails or the server says it is busy (Common Crawl answers 503 "Slow Down" under 
 resumed with a Range request when the connection drops mid-file.
 
 Every problem the user can fix becomes an `InputError` whose message is one line naming it.
+
+A URL can carry credentials: a presigned URL's query (`X-Amz-Signature=...`, a bearer token
+until it expires) or user info (`https://user:password@host/`). The reader fetches with the
+URL as given; everything stored or shown (documents' `warc_path`, progress markers, stats,
+artifacts, log lines and error messages) uses `display_uri`, which drops both, and a unit's
+identity is its display URI, so a re-signed URL resumes the same unit.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import IO
 
@@ -44,6 +51,16 @@ class InputError(ValueError):
 
 def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
+
+
+def display_uri(uri: str) -> str:
+    """`uri` as it may be stored and shown: an http(s) URL without its query, fragment and user
+    info (where credentials ride); any other URI unchanged."""
+    if not is_http(uri):
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def snapshot_of(uri: str) -> str:
@@ -142,7 +159,7 @@ def open_warc(uri: str, storage: Storage, timeout: float = 60, backoff_seconds: 
             return HttpStream(uri, timeout, backoff_seconds)
         return storage.open_stream(uri)
     except (OSError, StorageError) as error:
-        raise InputError(f"cannot open {uri}: {_first_line(error)}") from error
+        raise InputError(f"cannot open {display_uri(uri)}: {_first_line(error)}") from error
 
 
 class HttpStream(io.RawIOBase):
@@ -180,8 +197,8 @@ class HttpStream(io.RawIOBase):
             except (OSError, http.client.HTTPException) as error:
                 problem = error
             if attempt == HTTP_ATTEMPTS:
-                raise OSError(f"GET {self.url} failed at byte {self.position}: {problem}")
-            log.warning("GET %s broke off (%s), resuming at byte %d", self.url, problem, self.position)
+                raise OSError(f"GET {display_uri(self.url)} failed at byte {self.position}: {problem}")
+            log.warning("GET %s broke off (%s), resuming at byte %d", display_uri(self.url), problem, self.position)
             time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
             self._resume()
         raise AssertionError("unreachable")
@@ -191,7 +208,7 @@ class HttpStream(io.RawIOBase):
         self.response = _urlopen(self.url, self.timeout, self.backoff_seconds, start=self.position)
         if self.position and self.response.status != 206:
             self.response.close()
-            raise OSError(f"GET {self.url}: the server cannot resume at byte {self.position}")
+            raise OSError(f"GET {display_uri(self.url)}: the server cannot resume at byte {self.position}")
 
     def close(self) -> None:
         if not self.closed:
@@ -218,7 +235,7 @@ def _urlopen(url: str, timeout: float, backoff_seconds: float = 1.0, start: int 
             if attempt == HTTP_ATTEMPTS:
                 raise
             problem = _first_line(error)
-        log.warning("GET %s failed (%s), retry %d/%d in %.1fs", url, problem, attempt, HTTP_ATTEMPTS - 1, delay)
+        log.warning("GET %s failed (%s), retry %d/%d in %.1fs", display_uri(url), problem, attempt, HTTP_ATTEMPTS - 1, delay)
         time.sleep(delay)
         delay *= 2
     raise AssertionError("unreachable")

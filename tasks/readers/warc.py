@@ -13,10 +13,12 @@ Documents and turns their bodies into `str`:
   server lied about its Content-Encoding, as ClueWeb records do), then decoded with the charset
   from the HTTP header, else a <meta> charset, else UTF-8, else a uchardet guess.
 
-Damaged files never crash the caller: a read error or a record cut short ends that file, counted
-once as `truncated_or_corrupt_file`, after yielding every document that preceded the damage; a
+Damaged files never crash the caller: a read error, a record cut short (its Content-Length runs
+past the end of the file, whatever its type), FastWARC stopping before the end of the stream (it
+ends at an empty gzip member) or a panic inside FastWARC ends that file, counted once as
+`truncated_or_corrupt_file`, after yielding every document that preceded the damage; a
 file without a single WARC record (an ARC file, a bzip2'd WARC, random bytes) counts as
-`no_warc_records`. Each such file-level drop also counts one document in, so that
+`no_warc_records`. bench/fuzz_warc.py holds the reader to this on 10,000+ damaged files. Each such file-level drop also counts one document in, so that
 `docs_in == docs_out + sum(dropped)` always holds.
 """
 
@@ -66,30 +68,41 @@ def iter_warc_documents(
     """
     # quirks_mode: accept the LF-only header lines that old crawlers (ClueWeb, wget) wrote, and
     # resynchronise after garbage between records of an uncompressed WARC.
-    records = iter(ArchiveIterator(_Positioned(stream), parse_http=True, quirks_mode=True, auto_decode="none"))
+    positioned = _Positioned(stream)
+    records = iter(ArchiveIterator(positioned, parse_http=True, quirks_mode=True, auto_decode="none"))
     seen_records = False
     while True:
         try:
             record = next(records)
         except StopIteration:
             break
-        except Exception as error:  # noqa: BLE001 - FastWARC or the stream gave up mid-file
+        except BaseException as error:  # noqa: BLE001 - FastWARC or the stream gave up mid-file
+            if not _is_reader_error(error):
+                raise
             stats.docs_in += 1  # the unreadable rest of the file is the dropped "document"
             _count_damage(stats, warc_path, error)
             return
         seen_records = True
+        html = None
         if record.record_type != WarcRecordType.response:
             stats.counts["non_response_records"] += 1
-            continue
-        stats.docs_in += 1
+        else:
+            stats.docs_in += 1
+            try:
+                html = _response_html(record, max_record_bytes)
+            except _Skip as skip:
+                stats.dropped[skip.args[0]] += 1
+            except (OSError, _Damaged) as error:  # a body that cannot be read ends the file
+                _count_damage(stats, warc_path, error)
+                return
         try:
-            html = _response_html(record, max_record_bytes)
-        except _Skip as skip:
-            stats.dropped[skip.args[0]] += 1
-            continue
-        except (OSError, _Damaged) as error:  # a body that cannot be read ends the file
+            _read_to_end(record)
+        except (OSError, _Damaged) as error:  # the file ends inside this record: the rest is lost
+            stats.docs_in += 1
             _count_damage(stats, warc_path, error)
             return
+        if html is None:
+            continue
         stats.docs_out += 1
         yield Document(
             id=_record_id(record, warc_path),
@@ -104,6 +117,24 @@ def iter_warc_documents(
         log.warning("no WARC records in %s (not a WARC file, or an unsupported compression)", warc_path)
         stats.docs_in += 1
         stats.dropped["no_warc_records"] += 1
+    elif positioned.read(1):  # FastWARC ended early (an empty gzip member ends its stream)
+        stats.docs_in += 1
+        _count_damage(stats, warc_path, _Damaged(f"no record readable after byte {positioned.tell() - 1}"))
+
+
+def _read_to_end(record: WarcRecord) -> None:
+    """Consume what the caller left of `record`; raise _Damaged when the file ends before its
+    Content-Length does (FastWARC itself would skip to the end of the file without a word)."""
+    left = record.content_length - record.reader.tell()
+    if left > 0 and record.reader.consume() < left:
+        raise _Damaged(f"record cut short: {left} bytes declared, fewer left in the file")
+
+
+def _is_reader_error(error: BaseException) -> bool:
+    """An Exception, or a Rust panic inside FastWARC: some damage (an LZ4 frame whose checksum
+    fails where a record starts) panics there, which pyo3 raises as `PanicException`, a
+    BaseException that `except Exception` lets through (and that would kill the Spark task)."""
+    return isinstance(error, Exception) or type(error).__name__ == "PanicException"
 
 
 class _Positioned:
