@@ -6,7 +6,8 @@ telemetry off, data in a directory of our choosing. With credentials given, S3 a
     with SeaweedServer(data_dir) as server:
         settings.storage.endpoint_url = server.endpoint_url
 
-`crawl2chat seaweed` runs one in the foreground for the docker-compose-free local setup.
+`crawl2chat seaweed` runs one in the foreground; `crawl2chat up` runs the same command detached
+(infra/services.py), from `command()` and `environment()`.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class SeaweedServer:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
         # `weed mini` picks its own master/volume/filer ports; only S3's is pinned. Each of the
         # others gets a free port so that several servers (parallel test runs) can coexist.
         return [
@@ -95,31 +96,36 @@ class SeaweedServer:
             *(f"-{service}={free_port()}" for service in _OTHER_PORTS),
         ]
 
-    def start(self) -> "SeaweedServer":
-        if _port_open(self.s3_port):
-            raise RuntimeError(f"port {self.s3_port} is already in use; pick another s3_port")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def environment(self) -> dict[str, str]:
+        """The server's environment: ours, with S3 auth on exactly when credentials are given."""
         env = dict(os.environ)
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.pop(key, None)
         if self.access_key_id and self.secret_access_key:
             env["AWS_ACCESS_KEY_ID"] = self.access_key_id
             env["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key
+        return env
+
+    def start(self) -> "SeaweedServer":
+        if _port_open(self.s3_port):
+            raise RuntimeError(f"port {self.s3_port} is already in use; pick another s3_port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self._command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
         )
         deadline = time.monotonic() + self.start_timeout_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited with code {self.process.returncode}; see {self.log_path}")
-            if _port_open(self.s3_port) and self._s3_answers():
+            if _port_open(self.s3_port) and self.answers():
                 return self
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"SeaweedFS S3 did not answer on :{self.s3_port} in {self.start_timeout_seconds}s")
 
-    def _s3_answers(self) -> bool:
+    def answers(self) -> bool:
+        """Whether the S3 gateway answers HTTP (a 403 without credentials counts: it is up)."""
         import urllib.error
         import urllib.request
 

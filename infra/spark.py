@@ -41,7 +41,10 @@ def spark_session(settings: SparkSettings | None = None):
         .config("spark.task.maxFailures", "2")
         .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
     )
-    if settings.master.startswith("local"):
+    if settings.master.startswith(("local", "spark://127.0.0.1:", "spark://localhost:")):
+        # A cluster on this machine (`crawl2chat up --spark`) reaches the driver on loopback too,
+        # and the driver's web UI listens there only (Spark binds it to SPARK_LOCAL_IP, else to all).
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     for key, value in settings.extra_conf.items():
         builder = builder.config(key, value)

@@ -7,7 +7,7 @@ and finally explicit overrides from the CLI (`--set`) or a flow parameter. The s
 variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_DEFAULT_REGION`) are honoured by the storage section.
 
-The sections live by domain: `services.py` (storage, Spark, SeaweedFS) and `data.py` (inputs,
+The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack) and `data.py` (inputs,
 the filter chain, dedup, tokenizer, shards). Every step or stage takes its own section, so it
 can be built and tested without the rest. Import any section from here.
 """
@@ -37,12 +37,12 @@ from infra.settings.data import (
     TokenizerSettings,
     UrlFilterSettings,
 )
-from infra.settings.services import SeaweedSettings, SparkSettings, StorageSettings
+from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSettings, StorageSettings
 
 __all__ = [
     "C4Settings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
     "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "LanguageSettings",
-    "PiiSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
+    "PiiSettings", "SeaweedSettings", "Section", "ServicesSettings", "Settings", "ShardSettings", "SparkSettings",
     "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
 ]
 
@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     seaweed: SeaweedSettings = Field(default_factory=SeaweedSettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
     input: InputSettings = Field(default_factory=InputSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
