@@ -5,6 +5,9 @@
     crawl2chat filter | dedup | tokenize | tokenizer train     one data stage
     crawl2chat serve --cron "0 6 * * 1" --snapshot latest --output s3://bucket/cc
     crawl2chat sample-crawl | blocklist load | seaweed
+    crawl2chat up | status | down      the local stack: Prefect server + UI, SeaweedFS, workers, Spark
+    crawl2chat deploy --output s3://crawl2chat/cc                  deployments in their work pools
+    crawl2chat backfill --snapshots CC-MAIN-2024-10,CC-MAIN-2024-18 --output s3://crawl2chat/cc
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -23,12 +26,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from infra.services import ServiceError
 from infra.storage import StorageError
 from tasks.readers.inputs import InputError
 
-USER_ERRORS = (InputError, StorageError, FileNotFoundError, ValueError)
+USER_ERRORS = (InputError, StorageError, ServiceError, FileNotFoundError, ValueError)
 
-COMMAND_MODULES = ["flows.commands.data"]
+COMMAND_MODULES = ["flows.commands.data", "flows.commands.service"]
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
