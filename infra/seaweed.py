@@ -54,9 +54,20 @@ def free_port() -> int:
 # "port + 10000" rule) collide between servers and can overflow 65535 for high ports.
 _OTHER_PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "volume.port.public",
-    "filer.port", "filer.port.grpc", "filer.port.public", "webdav.port", "admin.port", "admin.port.grpc",
-    "s3.port.grpc",
+    "filer.port", "filer.port.grpc", "filer.port.public", "s3.port.grpc",
 )
+# What crawl2chat does not use is off: WebDAV, and the Iceberg and Lance catalogs (their fixed
+# ports, 8181 and 9101, would collide between servers).
+_OFF = ("-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0")
+
+
+def _admin_ports() -> tuple[int, int]:
+    """The admin server's HTTP port and its gRPC port, which its built-in worker dials as HTTP
+    port + 10000 whatever -admin.port.grpc says: both free."""
+    while True:
+        port = free_port()
+        if not _port_open(port + 10000):
+            return port, port + 10000
 
 
 class SeaweedServer:
@@ -85,6 +96,7 @@ class SeaweedServer:
     def command(self) -> list[str]:
         # `weed mini` picks its own master/volume/filer ports; only S3's is pinned. Each of the
         # others gets a free port so that several servers (parallel test runs) can coexist.
+        admin, admin_grpc = _admin_ports()
         return [
             weed_binary(),
             "mini",
@@ -94,6 +106,9 @@ class SeaweedServer:
             "-master.telemetry=false",
             f"-s3.port={self.s3_port}",
             *(f"-{service}={free_port()}" for service in _OTHER_PORTS),
+            f"-admin.port={admin}",
+            f"-admin.port.grpc={admin_grpc}",
+            *_OFF,
         ]
 
     def environment(self) -> dict[str, str]:

@@ -238,7 +238,8 @@ class Stack:
         """The services `up` runs, in start order."""
         s, host = self.settings, self.settings.host
         access_key, secret_key = self.s3_credentials()
-        weed = SeaweedServer(self.seaweed.data_dir, self.seaweed.s3_port, access_key, secret_key)
+        # (absolute: the services run in the state dir, and a relative path would nest there)
+        weed = SeaweedServer(Path(self.seaweed.data_dir).resolve(), self.seaweed.s3_port, access_key, secret_key)
         weed_env = {**self._base_env(), **weed.environment()}
         services = [
             Service(SEAWEED, weed.command(), weed_env, lambda: http_ok(f"{self.s3_url}/healthz"), self.s3_url, self.seaweed.s3_port),

@@ -117,10 +117,8 @@ def _run_data_flow(args: argparse.Namespace) -> int:
     uris = warc_inputs(settings, inputs, snapshot, args.max_warcs)
     flow = crawl_to_tokens if args.command == "run" else crawl_to_docs
     # `run` uses the local stack (starting it), so the run stays in the UI; `filter` uses it if it is up.
-    with prefect_server(settings, ephemeral=getattr(args, "ephemeral", False), start=args.command == "run") as ui:
+    with prefect_server(settings, ephemeral=getattr(args, "ephemeral", False), start=args.command == "run"):
         result = flow(output=output, inputs=uris, snapshot=snapshot, config_file=args.config, overrides=overrides)
-    if ui:
-        print(f"Prefect UI: {ui}/runs")
     if args.command == "filter":
         _print_stage(result)
         return 1 if result["inputs_failed"] and not result["inputs_done"] else 0

@@ -54,6 +54,7 @@ def prefect_server(settings: Settings, ephemeral: bool = False, start: bool = Tr
     if start:
         _announce_start(stack, settings, gpu)
         stack.up(spark=settings.services.spark, gpu=gpu)
+    print(f"Prefect UI: {stack.ui_url} (the run stays there; `crawl2chat status` / `down`)", flush=True)
     with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
         yield stack.ui_url
 
@@ -140,7 +141,7 @@ def _backfill(args: argparse.Namespace) -> int:
     # Resolved (and checked) before any flow run: a typo costs one line, not a failed run.
     chosen = resolve_snapshots(settings, snapshots, args.since, args.until)
     print(f"snapshots: {', '.join(chosen)} -> {args.output}/<snapshot>/", flush=True)
-    with prefect_server(settings, ephemeral=args.ephemeral) as ui:
+    with prefect_server(settings, ephemeral=args.ephemeral):
         summary = backfill(
             output=args.output, snapshots=chosen, dedup_across=args.dedup_across, max_warcs=args.max_warcs,
             config_file=args.config, overrides=overrides,
@@ -149,8 +150,6 @@ def _backfill(args: argparse.Namespace) -> int:
     for snapshot, entry in summary["snapshots"].items():
         status = "processed" if snapshot in summary["processed"] else "already done"
         print(f"{snapshot:<18}{status:<14}{entry['documents']:>10}{entry['tokens']:>12}{entry['index_duplicates']:>16}")
-    if ui:
-        print(f"\nPrefect UI: {ui}/runs")
     return 0
 
 
