@@ -118,19 +118,29 @@ def _with_index(overrides: dict[str, Any] | None, output: str) -> dict[str, Any]
     return overrides
 
 
+def check_snapshots(
+    output: str, snapshots: list[str], dedup_across: bool, max_warcs: int | None,
+    config_file: str | None, overrides: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, str, dict[str, dict[str, Any]]]:
+    """The overrides each snapshot's run gets, their fingerprint and the record so far; raises
+    when a snapshot was done under other settings. The CLI calls it before any flow starts."""
+    run_overrides = _with_index(overrides, output) if dedup_across else overrides
+    settings = load_settings(config_file, run_overrides)
+    made_with = fingerprint(settings, max_warcs)
+    record = read_record(Storage(settings.storage), output)
+    check_record(record, snapshots, made_with, output)
+    return run_overrides, made_with, record
+
+
 def process_snapshots(
     output: str, snapshots: list[str], dedup_across: bool, max_warcs: int | None,
     config_file: str | None, overrides: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Run crawl-to-tokens for each snapshot not yet in the record, oldest first; record each."""
     logger = get_run_logger()
-    run_overrides = _with_index(overrides, output) if dedup_across else overrides
-    settings = load_settings(config_file, run_overrides)
-    storage = Storage(settings.storage)
+    run_overrides, made_with, record = check_snapshots(output, snapshots, dedup_across, max_warcs, config_file, overrides)
+    storage = Storage(load_settings(config_file, run_overrides).storage)
     storage.check_writable(output)
-    made_with = fingerprint(settings, max_warcs)
-    record = read_record(storage, output)
-    check_record(record, snapshots, made_with, output)
     summary: dict[str, Any] = {"output": output, "processed": [], "skipped": [], "snapshots": {}}
     for snapshot in sorted(snapshots):
         if snapshot in record:

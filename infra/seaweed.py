@@ -34,10 +34,11 @@ def weed_binary() -> str:
     return found
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on host:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
 
 
 def free_port() -> int:
@@ -66,7 +67,7 @@ def _admin_ports() -> tuple[int, int]:
     port + 10000 whatever -admin.port.grpc says: both free."""
     while True:
         port = free_port()
-        if not _port_open(port + 10000):
+        if not port_open(port + 10000):
             return port, port + 10000
 
 
@@ -122,7 +123,7 @@ class SeaweedServer:
         return env
 
     def start(self) -> "SeaweedServer":
-        if _port_open(self.s3_port):
+        if port_open(self.s3_port):
             raise RuntimeError(f"port {self.s3_port} is already in use; pick another s3_port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
@@ -133,7 +134,7 @@ class SeaweedServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited with code {self.process.returncode}; see {self.log_path}")
-            if _port_open(self.s3_port) and self.answers():
+            if port_open(self.s3_port) and self.answers():
                 return self
             time.sleep(0.1)
         self.stop()

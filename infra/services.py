@@ -16,7 +16,8 @@ What `crawl2chat up` starts, in waves (a service starts once the ones it needs a
 Each service is a detached process in its own session (so stopping its process group stops
 its whole tree: the Prefect server's web server, a worker's flow runs, Spark's JVM), with a
 pid file `<state>/run/<name>.json` and a log `<state>/logs/<name>.log`. A pid file records the
-process's start time too, so a recycled pid is never taken for ours. `up` is idempotent: a
+process's start time too (after boot, so a clock change moves nothing), so a recycled pid is
+never taken for ours. `up` is idempotent: a
 service that is running and healthy is kept. Health means an HTTP answer: Prefect's
 /api/health, a worker's /health, SeaweedFS's /healthz, the Spark master's /json/ (with the
 worker listed ALIVE there).
@@ -45,7 +46,7 @@ from pathlib import Path
 
 import psutil
 
-from infra.seaweed import SeaweedServer
+from infra.seaweed import SeaweedServer, port_open
 from infra.settings import SeaweedSettings, ServicesSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,12 +94,6 @@ def http_ok(url: str, timeout: float = 2.0, check: Callable[[bytes], bool] | Non
     except (OSError, urllib.error.HTTPError):
         return False
     return check(body) if check else True
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.3)
-        return sock.connect_ex((host, port)) == 0
 
 
 def gpu_present() -> bool:
@@ -299,7 +294,7 @@ class Stack:
         record = json.loads(path.read_text())
         try:
             process = psutil.Process(record["pid"])
-            if abs(process.create_time() - record["created"]) > 1 or process.status() == psutil.STATUS_ZOMBIE:
+            if abs(_since_boot(process) - record["created"]) > 0.5 or process.status() == psutil.STATUS_ZOMBIE:
                 return None
         except psutil.Error:
             return None
@@ -338,7 +333,7 @@ class Stack:
     def _start(self, service: Service) -> None:
         if self.process_of(service.name):  # running but not healthy: replace it
             self._stop(service.name)
-        if port_in_use(self.settings.host, service.port):
+        if port_open(service.port, self.settings.host):
             raise ServiceError(
                 f"cannot start {service.name}: port {service.port} on {self.settings.host} is taken by another program "
                 "(choose another port in the services settings, or stop that program)"
@@ -351,7 +346,7 @@ class Stack:
             )
         finally:
             log.close()
-        record = {"pid": process.pid, "created": psutil.Process(process.pid).create_time(), "started": time.time(),
+        record = {"pid": process.pid, "created": _since_boot(psutil.Process(process.pid)), "started": time.time(),
                   "command": service.command, "url": service.url}
         self._pid_file(service.name).write_text(json.dumps(record))
         self._children[service.name] = process
@@ -439,6 +434,12 @@ class Stack:
         if child is not None:
             child.wait(timeout=5)
         return True
+
+
+def _since_boot(process: psutil.Process) -> float:
+    """When a process started, in seconds after boot: unlike its start time on the clock, this
+    does not move when the clock is set (NTP, a resumed or cloned VM)."""
+    return process.create_time() - psutil.boot_time()
 
 
 def _signal_all(group: int, processes: list[psutil.Process], signum: int) -> None:

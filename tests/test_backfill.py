@@ -147,10 +147,11 @@ def test_a_pid_file_names_a_process_only_while_that_process_lives(tmp_path):
     stack = _stack(tmp_path)
     stack.run_dir.mkdir(parents=True)
     me = psutil.Process(os.getpid())
-    (stack.run_dir / "seaweedfs.json").write_text(json.dumps({"pid": me.pid, "created": me.create_time(), "started": 1}))
+    since_boot = me.create_time() - psutil.boot_time()
+    (stack.run_dir / "seaweedfs.json").write_text(json.dumps({"pid": me.pid, "created": since_boot, "started": 1}))
     assert stack.process_of("seaweedfs").pid == me.pid
     # The same pid, but a process started at another time: the pid was reused, it is not ours.
-    (stack.run_dir / "seaweedfs.json").write_text(json.dumps({"pid": me.pid, "created": me.create_time() - 60, "started": 1}))
+    (stack.run_dir / "seaweedfs.json").write_text(json.dumps({"pid": me.pid, "created": since_boot - 60, "started": 1}))
     assert stack.process_of("seaweedfs") is None
     assert stack.process_of("prefect-server") is None
 

@@ -39,13 +39,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
-from infra.seaweed import free_port
-from infra.services import Stack, port_in_use
+from infra.seaweed import free_port, port_open
+from infra.services import Stack
 from infra.settings import SeaweedSettings, ServicesSettings, StorageSettings
 from infra.storage import Storage, join
 from tasks.samples.crawl import generate_sample_crawl
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--set", "tokenizer.vocab_size=300", "--set", "spark.shuffle_partitions=2"]  # tiny, same on every master
@@ -158,10 +158,13 @@ def _deploy_and_run(stack: Stack, tmp_path: Path) -> dict:
         flow_run = rest(stack, "POST", f"/deployments/{deployment['id']}/create_flow_run",
                         {"parameters": {"inputs": [seen["crawl"]]}})
         if kill_after_first_unit:
+            # The flow-run process the worker started (known before the first unit ends, so the
+            # kill follows that unit's marker closely), with Spark's JVM and workers below it.
+            pid = wait_for(lambda: rest(stack, "GET", f"/flow_runs/{flow_run['id']}")["infrastructure_pid"], 300,
+                           "the flow-run process", interval=0.5)
+            engine = psutil.Process(int(str(pid).rsplit(":", 1)[-1]))
             markers = join(output, "filtered", "_progress")
             wait_for(lambda: storage.list(markers), 300, "the first filtered WARC", interval=0.1)
-            pid = int(str(rest(stack, "GET", f"/flow_runs/{flow_run['id']}")["infrastructure_pid"]).rsplit(":", 1)[-1])
-            engine = psutil.Process(pid)  # the flow-run process, with Spark's JVM and Python workers below it
             for process in [engine, *engine.children(recursive=True)]:
                 try:
                     process.send_signal(signal.SIGKILL)
@@ -319,8 +322,10 @@ def test_backfill_by_dates_dedups_across_snapshots_and_skips_done_ones(use_stack
 
 
 def test_up_again_keeps_the_stack_and_down_stops_all_of_it(stack):
-    recorded = {name: stack.process_of(name).pid for name in stack.recorded()}
-    assert set(recorded) == {"seaweedfs", "prefect-server", "spark-master", "spark-worker", "worker-process"}
+    alive = {name: stack.process_of(name) for name in stack.recorded()}
+    assert set(alive) == {"seaweedfs", "prefect-server", "spark-master", "spark-worker", "worker-process"}
+    assert all(alive.values()), f"not running any more: {[name for name, process in alive.items() if not process]}"
+    recorded = {name: process.pid for name, process in alive.items()}
     started = time.monotonic()
     states = stack.up(spark=True)
     assert time.monotonic() - started < 10
@@ -332,5 +337,5 @@ def test_up_again_keeps_the_stack_and_down_stops_all_of_it(stack):
 
     assert sorted(stack.down()) == sorted(recorded)
     assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not [port for port in ports if port_in_use(stack.settings.host, port)]
+    assert not [port for port in ports if port_open(port, stack.settings.host)]
     assert all(state.state == "stopped" for state in stack.status())

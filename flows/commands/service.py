@@ -25,10 +25,10 @@ from infra.settings import Settings, load_settings
 
 
 def configured_api_url() -> str | None:
-    """The Prefect API the user chose (environment, profile or a test harness), if any."""
+    """The Prefect API the user chose (environment, then profile or a test harness), if any."""
     from prefect.settings import PREFECT_API_URL
 
-    return PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL") or None
+    return os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or None
 
 
 def stack_of(settings: Settings) -> Stack:
@@ -133,13 +133,14 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from flows.backfill import backfill, resolve_snapshots
+    from flows.backfill import backfill, check_snapshots, resolve_snapshots
 
     overrides = parse_overrides(args.set)
     settings = load_settings(args.config, overrides)
     snapshots = [s for s in args.snapshots.split(",") if s.strip()] if args.snapshots else None
     # Resolved (and checked) before any flow run: a typo costs one line, not a failed run.
     chosen = resolve_snapshots(settings, snapshots, args.since, args.until)
+    check_snapshots(args.output, chosen, args.dedup_across, args.max_warcs, args.config, overrides)
     print(f"snapshots: {', '.join(chosen)} -> {args.output}/<snapshot>/", flush=True)
     with prefect_server(settings, ephemeral=args.ephemeral):
         summary = backfill(
