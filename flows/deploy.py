@@ -19,8 +19,6 @@ import os
 from typing import Any
 
 from infra.settings import ServicesSettings
-from infra.storage import is_s3
-from tasks.readers.inputs import is_http
 
 TAGS = ["crawl2chat"]
 SECRET_FIELDS = {"access_key_id", "secret_access_key"}
@@ -37,7 +35,7 @@ def make_deployment(flow, name: str, parameters: dict[str, Any], cron: str | Non
 
 
 def _absolute(location: str) -> str:
-    return location if is_s3(location) or is_http(location) or "://" in location else os.path.abspath(location)
+    return location if "://" in location else os.path.abspath(location)  # s3://, http(s):// as they are
 
 
 def check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -98,8 +96,9 @@ def ensure_pools(settings: ServicesSettings) -> None:
 def deployments_by_pool(settings: ServicesSettings, output: str, cron: str | None, **data_parameters: Any) -> dict[str, list]:
     """Every deployment `crawl2chat deploy` applies, by work pool.
 
-    The GPU pool exists (ensure_pools) and has its worker; the training flows (`train`, then
-    `crawl_to_chat`) add their deployments to it here, under `settings.gpu_pool`.
+    The GPU pool exists (ensure_pools) and gets its worker where there is a GPU (`up --gpu`);
+    the training flows (`train`, then `crawl_to_chat`) add their deployments to it here, under
+    `settings.gpu_pool`.
     """
     return {settings.cpu_pool: data_deployments(output, cron, **data_parameters)}
 

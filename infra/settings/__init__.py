@@ -7,9 +7,9 @@ and finally explicit overrides from the CLI (`--set`) or a flow parameter. The s
 variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_DEFAULT_REGION`) are honoured by the storage section.
 
-The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack) and `data.py` (inputs,
-the filter chain, dedup, tokenizer, shards). Every step or stage takes its own section, so it
-can be built and tested without the rest. Import any section from here.
+The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack) and
+`data.py` (inputs, the filter chain, dedup, tokenizer, shards). Every step or stage takes its
+own section, so it can be built and tested without the rest. Import any section from here.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSett
 __all__ = [
     "C4Settings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
     "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "LanguageSettings",
-    "PiiSettings", "SeaweedSettings", "Section", "ServicesSettings", "Settings", "ShardSettings", "SparkSettings",
-    "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
+    "PiiSettings", "SeaweedSettings", "Section", "ServicesSettings", "Settings", "ShardSettings",
+    "SparkSettings", "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
 ]
 
 

@@ -2,9 +2,9 @@
 
 `resolve_inputs` turns what was typed on the command line into a sorted list of WARC URIs (local
 paths are made absolute so the same file is never listed twice); `snapshot_warc_urls` reads a
-snapshot's `warc.paths.gz` from Common Crawl (or any mirror of its layout), `list_snapshots` the
-crawls in its collinfo.json; `open_warc` gives a
-forward-only binary stream for any of those URIs, for `tasks.readers.warc.iter_warc_documents` to read.
+snapshot's `warc.paths.gz` from Common Crawl (or any mirror of its layout) and `list_snapshots`
+the crawls of its collinfo.json; `open_warc` gives a forward-only binary stream for any of those
+URIs, for `tasks.readers.warc.iter_warc_documents` to read.
 HTTP downloads are streamed, never held whole; they are retried with backoff when the connection
 fails or the server says it is busy (Common Crawl answers 503 "Slow Down" under load), and
 resumed with a Range request when the connection drops mid-file.
