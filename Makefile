@@ -1,13 +1,14 @@
 # The two commands of the README, each doing its own set-up on a fresh machine:
 #   make run    the whole data flow on embedded defaults (generated sample crawl, local Spark,
-#               Prefect's local server on SQLite, local output under data/run)
+#               local output under data/run), reported to the local stack's Prefect server,
+#               which it starts and leaves running (UI: http://127.0.0.1:4200; make down stops it)
 #   make test   the test suite (starts its own SeaweedFS S3 server and local Spark)
 #   make fuzz   10,000 mutated real WARCs through the reader (bench/fuzz_warc.py); prints the totals
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test fuzz bench clean
+.PHONY: setup run test fuzz bench clean up down
 
 $(BIN)/crawl2chat: pyproject.toml
 	@command -v java >/dev/null 2>&1 || { echo "installing Java 17 for Spark"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
@@ -26,6 +27,12 @@ test: setup
 FUZZ_CASES ?= 10000
 fuzz: setup
 	$(BIN)/python bench/fuzz_warc.py --cases $(FUZZ_CASES) --json data/fuzz_warc.json
+
+up: setup
+	$(BIN)/crawl2chat up
+
+down:
+	@test ! -x $(BIN)/crawl2chat || $(BIN)/crawl2chat down
 
 clean:
 	rm -rf data .pytest_cache

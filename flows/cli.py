@@ -7,6 +7,9 @@
     crawl2chat sample-crawl | blocklist load | seaweed
     crawl2chat pretrain --tokens data/run/tokens --output data/base --preset cpu-tiny
     crawl2chat generate --checkpoint data/base --prompt "Once upon a time"
+    crawl2chat up | status | down      the local stack: Prefect server + UI, SeaweedFS, workers, Spark
+    crawl2chat deploy --output s3://crawl2chat/cc                  deployments in their work pools
+    crawl2chat backfill --snapshots CC-MAIN-2024-10,CC-MAIN-2024-18 --output s3://crawl2chat/cc
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -25,16 +28,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from infra.services import ServiceError
 from infra.storage import StorageError
 from tasks.readers.inputs import InputError
 
-USER_ERRORS = (InputError, StorageError, FileNotFoundError, ValueError)
+USER_ERRORS = (InputError, StorageError, ServiceError, FileNotFoundError, ValueError)
 
 COMMAND_MODULES = [
     "flows.commands.data",
     "flows.commands.export",
     "flows.commands.chat_data",
     "flows.commands.train",
+    "flows.commands.service",
 ]
 
 

@@ -6,7 +6,8 @@ telemetry off, data in a directory of our choosing. With credentials given, S3 a
     with SeaweedServer(data_dir) as server:
         settings.storage.endpoint_url = server.endpoint_url
 
-`crawl2chat seaweed` runs one in the foreground for the docker-compose-free local setup.
+`crawl2chat seaweed` runs one in the foreground; `crawl2chat up` runs the same command detached
+(infra/services.py), from `command()` and `environment()`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ def weed_binary() -> str:
     return found
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on host:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
 
 
 def free_port() -> int:
@@ -53,9 +55,20 @@ def free_port() -> int:
 # "port + 10000" rule) collide between servers and can overflow 65535 for high ports.
 _OTHER_PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "volume.port.public",
-    "filer.port", "filer.port.grpc", "filer.port.public", "webdav.port", "admin.port", "admin.port.grpc",
-    "s3.port.grpc",
+    "filer.port", "filer.port.grpc", "filer.port.public", "s3.port.grpc",
 )
+# What crawl2chat does not use is off: WebDAV, and the Iceberg and Lance catalogs (their fixed
+# ports, 8181 and 9101, would collide between servers).
+_OFF = ("-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0")
+
+
+def _admin_ports() -> tuple[int, int]:
+    """The admin server's HTTP port and its gRPC port, which its built-in worker dials as HTTP
+    port + 10000 whatever -admin.port.grpc says: both free."""
+    while True:
+        port = free_port()
+        if not port_open(port + 10000):
+            return port, port + 10000
 
 
 class SeaweedServer:
@@ -81,9 +94,10 @@ class SeaweedServer:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
         # `weed mini` picks its own master/volume/filer ports; only S3's is pinned. Each of the
         # others gets a free port so that several servers (parallel test runs) can coexist.
+        admin, admin_grpc = _admin_ports()
         return [
             weed_binary(),
             "mini",
@@ -93,33 +107,41 @@ class SeaweedServer:
             "-master.telemetry=false",
             f"-s3.port={self.s3_port}",
             *(f"-{service}={free_port()}" for service in _OTHER_PORTS),
+            f"-admin.port={admin}",
+            f"-admin.port.grpc={admin_grpc}",
+            *_OFF,
         ]
 
-    def start(self) -> "SeaweedServer":
-        if _port_open(self.s3_port):
-            raise RuntimeError(f"port {self.s3_port} is already in use; pick another s3_port")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def environment(self) -> dict[str, str]:
+        """The server's environment: ours, with S3 auth on exactly when credentials are given."""
         env = dict(os.environ)
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.pop(key, None)
         if self.access_key_id and self.secret_access_key:
             env["AWS_ACCESS_KEY_ID"] = self.access_key_id
             env["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key
+        return env
+
+    def start(self) -> "SeaweedServer":
+        if port_open(self.s3_port):
+            raise RuntimeError(f"port {self.s3_port} is already in use; pick another s3_port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self._command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
         )
         deadline = time.monotonic() + self.start_timeout_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited with code {self.process.returncode}; see {self.log_path}")
-            if _port_open(self.s3_port) and self._s3_answers():
+            if port_open(self.s3_port) and self.answers():
                 return self
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"SeaweedFS S3 did not answer on :{self.s3_port} in {self.start_timeout_seconds}s")
 
-    def _s3_answers(self) -> bool:
+    def answers(self) -> bool:
+        """Whether the S3 gateway answers HTTP (a 403 without credentials counts: it is up)."""
         import urllib.error
         import urllib.request
 

@@ -41,10 +41,11 @@ def spark_session(settings: SparkSettings | None = None):
         .config("spark.task.maxFailures", "2")
         .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
     )
-    if settings.master.startswith("local"):
-        # Everything on loopback: the driver's RPC and block manager by these two settings, and the
-        # web UI (port 4040), which binds to SPARK_LOCAL_IP or else every interface, by that
-        # variable, read when the JVM starts. A SPARK_LOCAL_IP the user set is left alone.
+    if settings.master.startswith(("local", "spark://127.0.0.1:", "spark://localhost:")):
+        # Everything on loopback, for local masters and a cluster on this machine (`crawl2chat up
+        # --spark`): the driver's RPC and block manager by these two settings, and the web UI
+        # (port 4040), which binds to SPARK_LOCAL_IP or else every interface, by that variable,
+        # read when the JVM starts. A SPARK_LOCAL_IP the user set is left alone.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     for key, value in settings.extra_conf.items():

@@ -41,6 +41,7 @@ def _add_stage_args(parser: argparse.ArgumentParser) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="the whole data flow; with no input, on a generated sample crawl")
     _add_input_args(run, required_output=False)
+    run.add_argument("--ephemeral", action="store_true", help="report to a temporary Prefect server instead of the local stack")
     run.set_defaults(handler=_run_data_flow)
 
     filter_ = commands.add_parser("filter", help="WARC files -> filtered documents (Parquet) + stats.json")
@@ -99,6 +100,7 @@ def _print_stage(stats: dict[str, Any]) -> None:
 
 
 def _run_data_flow(args: argparse.Namespace) -> int:
+    from flows.commands.service import prefect_server
     from flows.credentials import run_settings
     from flows.crawl_to_tokens import crawl_to_docs, crawl_to_tokens, sample_inputs, snapshot_run, warc_inputs
 
@@ -114,7 +116,9 @@ def _run_data_flow(args: argparse.Namespace) -> int:
     output, snapshot = snapshot_run(settings, args.output, args.snapshot)
     uris = warc_inputs(settings, inputs, snapshot, args.max_warcs)
     flow = crawl_to_tokens if args.command == "run" else crawl_to_docs
-    result = flow(output=output, inputs=uris, snapshot=snapshot, config_file=args.config, overrides=overrides)
+    # `run` uses the local stack (starting it), so the run stays in the UI; `filter` uses it if it is up.
+    with prefect_server(settings, ephemeral=getattr(args, "ephemeral", False), start=args.command == "run"):
+        result = flow(output=output, inputs=uris, snapshot=snapshot, config_file=args.config, overrides=overrides)
     if args.command == "filter":
         _print_stage(result)
         return 1 if result["inputs_failed"] and not result["inputs_done"] else 0
@@ -165,18 +169,14 @@ def _run_stage(args: argparse.Namespace) -> int:
 
 
 def build_deployment(args: argparse.Namespace):
-    """The crawl-to-tokens deployment `serve` runs: its schedule and its parameters. One run at a
-    time, so a slow crawl is never processed twice over by overlapping scheduled runs."""
-    from flows.credentials import refuse_credentials
-    from flows.crawl_to_tokens import crawl_to_tokens
+    """The crawl-to-tokens deployment `serve` runs: its schedule and its parameters (flows/deploy.py
+    builds it, as it builds those `crawl2chat deploy` puts in the work pools)."""
+    from flows.deploy import crawl_to_tokens_deployment
 
-    overrides = parse_overrides(args.set)
-    refuse_credentials(overrides)  # a deployment's parameters are stored and shown: no credential there
+    overrides = parse_overrides(args.set)  # checked for credentials where the deployment is made
     parameters = {"output": args.output, "inputs": args.inputs, "snapshot": args.snapshot, "max_warcs": args.max_warcs,
                   "config_file": args.config, "overrides": overrides}
-    return crawl_to_tokens.to_deployment(
-        name=args.name, cron=args.cron, parameters=parameters, concurrency_limit=1, tags=["crawl2chat", "data"]
-    )
+    return crawl_to_tokens_deployment(args.name, parameters, args.cron)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 settings through `flows.credentials.run_settings`, which refuses credentials in overrides (Prefect
 stores flow parameters) and can take them from a Prefect Secret block.
 
-The sections live by domain: `services.py` (storage, Spark, SeaweedFS), `data.py` (inputs,
+The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py` (inputs,
 the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
 (the model's shape, the training loop) and `presets.py` (named sets of training values). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
@@ -44,7 +44,7 @@ from infra.settings.data import (
 )
 from infra.settings.presets import PRESETS, preset_values
 from infra.settings.search import SearchSettings
-from infra.settings.services import SeaweedSettings, SparkSettings, StorageSettings
+from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSettings, StorageSettings
 from infra.settings.train import ModelSettings, TrainSettings
 
 
@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     seaweed: SeaweedSettings = Field(default_factory=SeaweedSettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
     input: InputSettings = Field(default_factory=InputSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)

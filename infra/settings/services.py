@@ -1,4 +1,5 @@
-"""Settings of the services crawl2chat talks to: object storage, Spark, the local SeaweedFS."""
+"""Settings of the services crawl2chat talks to: object storage, Spark, the local SeaweedFS, and
+the local stack that `crawl2chat up` starts (Prefect server and workers, SeaweedFS, Spark)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,35 @@ class SeaweedSettings(Section):
     data_dir: str = ".crawl2chat/seaweedfs"
     s3_port: int = 8333
     start_timeout_seconds: float = 30.0
+
+
+class ServicesSettings(Section):
+    """The local service stack of `crawl2chat up` (Prefect server, workers, SeaweedFS, Spark).
+
+    Every service binds `host` (loopback); pid files, logs and the Prefect database live under
+    `state_dir`. The same ports are the defaults of docker-compose.yml.
+    """
+
+    state_dir: str = ".crawl2chat"
+    host: str = "127.0.0.1"
+    prefect_port: int = 4200  # the Prefect API and UI
+    # Work pools: `process` runs the data flows; `gpu` will run training (its worker starts
+    # with `up --gpu`, or by itself where `nvidia-smi` lists a GPU: gpu_worker=None).
+    cpu_pool: str = "process"
+    gpu_pool: str = "gpu"
+    gpu_worker: bool | None = None
+    cpu_worker_health_port: int = 4211  # each worker's /health endpoint
+    gpu_worker_health_port: int = 4212
+    worker_poll_seconds: float = 5.0  # how often a worker asks for scheduled runs (Prefect: 15)
+    worker_limit: int = 1  # flow runs at once per worker: one Spark driver per machine
+    # Spark standalone, started from the pyspark installation with `up --spark`.
+    spark: bool = False
+    spark_master_port: int = 7077
+    spark_master_ui_port: int = 8080
+    spark_worker_ui_port: int = 8081
+    spark_worker_cores: int | None = None  # None: all cores
+    spark_worker_memory: str = "2g"
+    start_timeout_seconds: float = 180.0  # a cold Prefect server migrates its database first
+    stop_timeout_seconds: float = 20.0
+    # `crawl2chat deploy`: the scheduled crawl of new Common Crawl snapshots.
+    schedule_cron: str = "0 6 * * 1"  # Mondays 06:00; Common Crawl publishes about monthly

@@ -2,8 +2,9 @@
 
 `resolve_inputs` turns what was typed on the command line into a sorted list of WARC URIs (local
 paths are made absolute so the same file is never listed twice); `snapshot_warc_urls` reads a
-snapshot's `warc.paths.gz` from Common Crawl (or any mirror of its layout); `open_warc` gives a
-forward-only binary stream for any of those URIs, for `tasks.readers.warc.iter_warc_documents` to read.
+snapshot's `warc.paths.gz` from Common Crawl (or any mirror of its layout) and `list_snapshots`
+the crawls of its collinfo.json; `open_warc` gives a forward-only binary stream for any of those
+URIs, for `tasks.readers.warc.iter_warc_documents` to read.
 HTTP downloads are streamed, never held whole; they are retried with backoff when the connection
 fails or the server says it is busy (Common Crawl answers 503 "Slow Down" under load), and
 resumed with a Range request when the connection drops mid-file.
@@ -19,6 +20,7 @@ identity is its display URI, so a re-signed URL resumes the same unit.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import http.client
@@ -119,18 +121,30 @@ def _only_warcs(uris: list[str], message_if_none: str) -> list[str]:
     return warcs
 
 
-def latest_snapshot(collinfo_url: str, timeout: float) -> str:
-    """The newest snapshot id in Common Crawl's collinfo.json (a list of crawls, newest first),
-    so a scheduled run with `--snapshot latest` picks up each new crawl."""
+def list_snapshots(collinfo_url: str, timeout: float) -> list[str]:
+    """Every snapshot id in Common Crawl's collinfo.json (a list of crawls), oldest first."""
     try:
         with _urlopen(collinfo_url, timeout) as response:
             crawls = json.loads(response.read().decode("utf-8"))
-        ids = [crawl["id"] for crawl in crawls if SNAPSHOT_ID.fullmatch(str(crawl.get("id", "")))]
+        ids = {crawl["id"] for crawl in crawls if SNAPSHOT_ID.fullmatch(str(crawl.get("id", "")))}
     except (OSError, ValueError, TypeError, AttributeError) as error:  # HTTP, JSON or shape errors
         raise InputError(f"cannot read the crawl list {collinfo_url}: {_first_line(error)}") from error
     if not ids:
         raise InputError(f"{collinfo_url} lists no CC-MAIN snapshot")
-    return max(ids)  # CC-MAIN-YYYY-WW sorts chronologically
+    return sorted(ids)  # CC-MAIN-YYYY-WW sorts chronologically
+
+
+def latest_snapshot(collinfo_url: str, timeout: float) -> str:
+    """The newest snapshot id in collinfo.json, so a scheduled run with `--snapshot latest`
+    picks up each new crawl."""
+    return list_snapshots(collinfo_url, timeout)[-1]
+
+
+def snapshot_week(snapshot: str) -> dt.date:
+    """The Monday of the ISO week a snapshot id names (CC-MAIN-2024-10: 2024-03-04), the date
+    that `--from/--to` compare: a crawl is named for the week it started in."""
+    match = SNAPSHOT_ID.fullmatch(check_snapshot_id(snapshot))
+    return dt.date.fromisocalendar(int(match.group(1)), int(match.group(2)), 1)
 
 
 def snapshot_warc_urls(snapshot: str, base_url: str, max_warcs: int | None, timeout: float) -> list[str]:
