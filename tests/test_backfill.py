@@ -98,7 +98,7 @@ def test_deployment_parameters_are_absolute_and_carry_no_secret(tmp_path, monkey
     assert checked["output"] == str(tmp_path / "data" / "cc") and checked["config_file"] == str(tmp_path / "run.yaml")
     assert checked["inputs"] == [str(tmp_path / "crawl" / "*.warc.gz"), "s3://b/w", "https://x/y.warc.gz"]
     assert check_parameters({"output": "s3://b/cc"})["output"] == "s3://b/cc"
-    with pytest.raises(ValueError, match="secret_access_key must not be a deployment parameter"):
+    with pytest.raises(ValueError, match="storage.secret_access_key is a credential"):
         check_parameters({"output": "s3://b/cc", "overrides": {"storage": {"secret_access_key": "hunter2"}}})
 
 
@@ -108,7 +108,7 @@ def test_service_commands_fail_in_one_line(tmp_path, capsys):
         (["backfill", "--snapshots", "CC-MAIN-2024-10", "--from", "2024-01-01", "--output", str(tmp_path)], "not both"),
         (["backfill", "--from", "2024-13-01", "--output", str(tmp_path)], "invalid date"),
         (["backfill", "--output", str(tmp_path)], "no snapshots given"),
-        (["deploy", "--output", "s3://b/cc", "--set", "storage.secret_access_key=hunter2", *state], "must not be a deployment"),
+        (["deploy", "--output", "s3://b/cc", "--set", "storage.secret_access_key=hunter2", *state], "is a credential"),
     ]
     for argv, message in cases:
         assert main(argv) == 2
