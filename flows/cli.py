@@ -5,10 +5,12 @@
     crawl2chat filter | dedup | tokenize | tokenizer train     one data stage
     crawl2chat serve --cron "0 6 * * 1" --snapshot latest --output s3://bucket/cc
     crawl2chat sample-crawl | blocklist load | seaweed
+    crawl2chat chat --checkpoint runs/sft | serve-model --checkpoint runs/sft     talk to a model
 COMMAND_MODULES = [
     "flows.commands.data",
     "flows.commands.export",
     "flows.commands.chat_data",
+    "flows.commands.chat",
 ]
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
@@ -37,6 +39,7 @@ COMMAND_MODULES = [
     "flows.commands.data",
     "flows.commands.export",
     "flows.commands.chat_data",
+    "flows.commands.chat",
 ]
 
 

@@ -8,7 +8,8 @@ variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_DEFAULT_REGION`) are honoured by the storage section.
 
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS), `data.py` (inputs,
-the filter chain, dedup, tokenizer, shards) and `search.py` (the search tool's index). Every
+the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index) and
+`serve.py` (the terminal chat's defaults and the model server). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import
 any section from here.
 """
@@ -39,12 +40,13 @@ from infra.settings.data import (
     UrlFilterSettings,
 )
 from infra.settings.search import SearchSettings
+from infra.settings.serve import ChatSettings, ServeSettings
 from infra.settings.services import SeaweedSettings, SparkSettings, StorageSettings
 
 __all__ = [
-    "C4Settings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
+    "C4Settings", "ChatSettings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
     "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "LanguageSettings",
-    "PiiSettings", "SearchSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
+    "PiiSettings", "SearchSettings", "SeaweedSettings", "Section", "ServeSettings", "Settings", "ShardSettings", "SparkSettings",
     "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
 ]
 
@@ -65,6 +67,8 @@ class Settings(BaseSettings):
     tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
     shards: ShardSettings = Field(default_factory=ShardSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
