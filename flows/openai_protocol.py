@@ -59,7 +59,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")  # name, refusal, ...
 
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: Any = None  # a string or a list of parts, checked in to_messages (a clearer error than a union's)
 
 
 class StreamOptions(BaseModel):
@@ -129,6 +129,9 @@ def to_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
             raise ApiError(400, f"{param}.role {message.role!r} is not supported (system, developer, user, assistant)",
                            f"{param}.role", "unsupported_role")
         content = message.content
+        if content is not None and not isinstance(content, (str, list)):
+            raise ApiError(400, f"{param}.content must be a string or a list of content parts", f"{param}.content",
+                           "invalid_message")
         if isinstance(content, list):
             for j, part in enumerate(content):
                 kind = part.get("type") if isinstance(part, dict) else None

@@ -1,6 +1,6 @@
 """Serving many callers with one model: a worker thread that owns the engine and runs batches.
 
-    worker = BatchWorker(engine, max_batch_rows=8, batch_window_s=0.005, max_queued=64)
+    worker = BatchWorker(engine, max_batch_rows=8, batch_window_s=0.02, max_queued=64)
     worker.start()
     job = worker.submit(prompt_ids, SamplingParams(max_tokens=64), n=1, seed=None, sink=callback)
     # callback(JobToken(choice, event)) for every new token of every choice, from the worker thread;
@@ -193,6 +193,11 @@ class BatchWorker:
     def _run(self, batch: list[Job]) -> None:
         started = time.monotonic()
         owners = [(job, choice) for job in batch for choice in range(job.n)]  # engine row -> (job, choice)
+        with self._stats_lock:  # counted as it starts: a caller may read them once its own job ended
+            self._stats["jobs"] += len(batch)
+            self._stats["batches"] += 1
+            self._stats["rows"] += len(owners)
+            self._batch_rows[len(owners)] += 1
         rows_of = {job: [row for row, (owner, _) in enumerate(owners) if owner is job] for job in batch}
         open_rows = {job: set(rows) for job, rows in rows_of.items()}
         tokens = cancelled = 0
@@ -241,13 +246,9 @@ class BatchWorker:
                 self._stats["failed_batches"] += 1
         seconds = time.monotonic() - started
         with self._stats_lock:
-            self._stats["jobs"] += len(batch)
-            self._stats["batches"] += 1
-            self._stats["rows"] += len(owners)
             self._stats["tokens"] += tokens
             self._stats["cancelled_rows"] += cancelled
             self._stats["busy_seconds"] += seconds
-            self._batch_rows[len(owners)] += 1
         log.info("batch: %d job(s), %d row(s), %d tokens in %.2f s", len(batch), len(owners), tokens, seconds)
 
     @staticmethod

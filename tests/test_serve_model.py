@@ -176,6 +176,8 @@ BAD_REQUESTS = [
     ({"messages": "hello"}, 400, "messages"),
     ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role 'tool' is not supported"),
     ({"messages": [{"role": "user", "content": ""}]}, 400, "messages[0]: empty content"),
+    ({"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content must be a string or a list"),
+    ({"messages": [{"content": "hi"}]}, 400, "messages[0].role: Field required"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "part type 'image_url'"),
     ({"messages": _user("hi"), "temperature": -1}, 400, "temperature: Input should be greater than or equal to 0"),
     ({"messages": _user("hi"), "top_p": 0}, 400, "top_p"),

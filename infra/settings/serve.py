@@ -24,7 +24,7 @@ class ServeSettings(Section):
     port: int = Field(8000, ge=0, le=65535)  # 0: any free port (printed when it starts)
     model_name: str | None = None  # the model id in /v1/models; None: taken from the checkpoint's path
     max_batch_size: int = Field(8, ge=1)  # rows (choices) decoded together in one batch
-    batch_window_ms: float = Field(5.0, ge=0)  # an idle worker waits this long for more requests to batch
+    batch_window_ms: float = Field(20.0, ge=0)  # an idle worker waits this long for more requests to batch
     max_queued_requests: int = Field(64, ge=1)  # more waiting requests than this get 503 at once
     default_max_tokens: int = Field(256, ge=1)  # when a request gives neither max_tokens nor max_completion_tokens
     max_request_bytes: int = Field(1_000_000, ge=1024)  # larger bodies get 413
