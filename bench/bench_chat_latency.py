@@ -2,7 +2,10 @@
 serve-model`) against Hugging Face's `transformers serve`, both OpenAI-compatible, at 1 and 8
 concurrent streaming clients.
 
-    nice .venv/bin/python bench/bench_chat_latency.py [--layers 4 --width 256] [--runs 3] [--max-tokens 64]
+    nice .venv/bin/python bench/bench_chat_latency.py [--layers 4 --width 256] [--runs 3] [--max-tokens 48]
+
+The peer runs from the project's .venv (transformers is in the test extra) and needs accelerate
+there on CPU (`.venv/bin/pip install accelerate`; listed in the bench extra); `--no-peer` skips it.
 
 The model: a GPT of `--layers` x `--width` (random weights, seeded) with a 4096-token BPE trained
 on the real Wikipedia sample under ../shared/realdata, saved as our checkpoint and exported to a
@@ -187,14 +190,18 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--context", type=int, default=512)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=3, help="requests per client per run")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--requests", type=int, default=2, help="requests per client per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--no-peer", action="store_true", help="measure ours only")
     args = parser.parse_args()
     if not WIKI.exists():
         print(f"bench_chat_latency: {WIKI} is absent (../shared/realdata)", file=sys.stderr)
+        return 2
+    if not args.no_peer and subprocess.run([str(PYTHON), "-c", "import accelerate"], capture_output=True).returncode:
+        print("bench_chat_latency: the peer (transformers serve on CPU) needs accelerate: "
+              ".venv/bin/pip install accelerate, or measure ours alone with --no-peer", file=sys.stderr)
         return 2
     root = Path(tempfile.mkdtemp(prefix="bench-chat-"))
     try:
