@@ -2,13 +2,14 @@
 #   make run    the whole data flow on embedded defaults (generated sample crawl, local Spark,
 #               local output under data/run), reported to the local stack's Prefect server,
 #               which it starts and leaves running (UI: http://127.0.0.1:4200; make down stops it)
-#   make test   the test suite (starts its own SeaweedFS S3 server and local Spark)
+#   make test   the test suite (starts its own SeaweedFS S3 server and local Spark; installs
+#               Chromium from the system packages for the web chat test when it is missing)
 #   make fuzz   10,000 mutated real WARCs through the reader (bench/fuzz_warc.py); prints the totals
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test fuzz bench clean up down
+.PHONY: setup browser run test fuzz bench clean up down
 
 $(BIN)/crawl2chat: pyproject.toml
 	@command -v java >/dev/null 2>&1 || { echo "installing Java 17 for Spark"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
@@ -18,10 +19,15 @@ $(BIN)/crawl2chat: pyproject.toml
 
 setup: $(BIN)/crawl2chat
 
+# The web chat test drives the system's Chromium (never a downloaded browser); without one it skips.
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Chromium for the web chat test"; apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "could not install Chromium: the web chat test will skip"
+
 run: setup
 	$(BIN)/crawl2chat run --output data/run
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 FUZZ_CASES ?= 10000

@@ -10,6 +10,7 @@
     crawl2chat up | status | down      the local stack: Prefect server + UI, SeaweedFS, workers, Spark
     crawl2chat deploy --output s3://crawl2chat/cc                  deployments in their work pools
     crawl2chat backfill --snapshots CC-MAIN-2024-10,CC-MAIN-2024-18 --output s3://crawl2chat/cc
+    crawl2chat chat --checkpoint runs/sft | serve-model --checkpoint runs/sft     talk to a model
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -40,6 +41,7 @@ COMMAND_MODULES = [
     "flows.commands.chat_data",
     "flows.commands.train",
     "flows.commands.service",
+    "flows.commands.chat",
 ]
 
 

@@ -18,6 +18,8 @@ A row finishes with `finish_reason`:
   is the last of `tokens` (RL needs it: a closed turn) but not part of `text`;
 - "length": it reached `max_tokens` completion tokens (sampled and forced together), or its
   prompt plus completion filled the model's context, which is a hard limit.
+A caller may also end a row early with `Generation.cancel(row)` (a stop string it matched in
+the text, a client gone); that row reads "stop" and leaves the batch at the next step.
 
 Log-probabilities: `logprobs[i]` is log p(tokens[i] | everything before it) under the model's
 distribution scaled by the row's temperature, softmax(logits / T), *before* top-k/top-p
@@ -239,6 +241,15 @@ class Generation:
 
     def __iter__(self) -> Iterator[TokenEvent]:
         return self._events
+
+    def cancel(self, row: int) -> None:
+        """End row `row` now, as a stop would (finish_reason "stop"): a caller's stop string
+        matched, or nobody reads the row any more. It leaves the batch before the next step;
+        events of the current step already made may still come. Call it from the thread that
+        iterates; a finished row is left as it is."""
+        completion = self._rows[row].completion
+        if completion.finish_reason is None:
+            completion.finish_reason = "stop"
 
     @property
     def completions(self) -> list[Completion]:

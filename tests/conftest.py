@@ -85,3 +85,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory):
+    """A tiny chat model trained here on fixed conversations, with a real search index
+    (tests/chat_model.py): a checkpoint the chat and server tests talk to."""
+    import torch
+
+    from tests.chat_model import build_chat_model
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_chat_model(tmp_path_factory.mktemp("chat-model"))
+    finally:
+        torch.set_num_threads(previous)

@@ -12,7 +12,8 @@ stores flow parameters) and can take them from a Prefect Secret block.
 
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py` (inputs,
 the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
-(the model's shape, the training loop) and `presets.py` (named sets of training values). Every
+(the model's shape, the training loop), `presets.py` (named sets of training values) and
+`serve.py` (the terminal chat's defaults and the model server). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
 section from here.
 """
@@ -44,6 +45,7 @@ from infra.settings.data import (
 )
 from infra.settings.presets import PRESETS, preset_values
 from infra.settings.search import SearchSettings
+from infra.settings.serve import ChatSettings, ServeSettings
 from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSettings, StorageSettings
 from infra.settings.train import ModelSettings, TrainSettings
 
@@ -67,6 +69,8 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
