@@ -79,7 +79,7 @@ def test_crawl2chat_variables_are_settings_fields(compose, monkeypatch):
             for key, value in aws.items():
                 monkeypatch.setenv(key, value)
             storage = StorageSettings()
-            assert (storage.endpoint_url, storage.access_key_id, storage.secret_access_key, storage.region) == (
+            assert (storage.endpoint_url, storage.access_key_id, storage.secret_access_key.get_secret_value(), storage.region) == (
                 aws["AWS_ENDPOINT_URL"], aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"], aws["AWS_DEFAULT_REGION"]
             )
             for key in aws:
