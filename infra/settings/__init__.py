@@ -32,8 +32,10 @@ from infra.settings.data import (
     GopherRepetitionSettings,
     InputSettings,
     LanguageSettings,
+    PerLanguage,
     PiiSettings,
     ShardSettings,
+    TextSettings,
     TokenizerSettings,
     UrlFilterSettings,
 )
@@ -42,8 +44,8 @@ from infra.settings.services import SeaweedSettings, SparkSettings, StorageSetti
 __all__ = [
     "C4Settings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
     "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "LanguageSettings",
-    "PiiSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
-    "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
+    "PerLanguage", "PiiSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
+    "StorageSettings", "TextSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
 ]
 
 
