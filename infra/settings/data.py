@@ -194,9 +194,6 @@ class PerLanguage(Section):
         """These settings as they apply to documents in `language`."""
         return self._by_language.get(language, self)
 
-    def has_entry(self, language: str) -> bool:
-        return language in self._by_language
-
 
 class GopherRepetitionSettings(PerLanguage):
     step = "gopher_repetition"
