@@ -246,3 +246,20 @@ def test_duplicate_captures_in_a_real_warc(spark, realdata, tmp_path):
     out = _read_all(Storage(), str(tmp_path / "out"), "docs")
     assert out.column("url").to_pylist().count("https://allenai.org/") == 1
     assert stats["documents_out"] == 13 and stats["exact_duplicates"] == 2
+
+
+def test_numbers_make_near_not_exact_duplicates_and_marks_make_other_words(spark, tmp_path):
+    """Issue 7, item 9: digits are folded for near dedup only, and Indic and Arabic marks stay."""
+    article = " ".join(DocumentFactory(seed=21, median_words=150, sigma=0.1).words(0))
+    rows = [
+        {"id": "price-2023", "text": article + " Price 12.50 EUR, updated 2023-01-05."},
+        {"id": "price-2024", "text": article + " Price 14.99 EUR, updated 2024-03-07."},  # only numbers differ
+        {"id": "hi-book", "text": "यह किताब है"},  # "this is a book"
+        {"id": "hi-scribe", "text": "यह कातिब है"},  # "this is a scribe": once an exact duplicate of the book
+        {"id": "ar-asked", "text": "هو سأل"},  # "he asked"
+        {"id": "ar-flowed", "text": "هو سال"},  # "it flowed"
+    ]
+    write_table(Storage(), docs_uri(str(tmp_path / "in"), "p0"), _docs_table(rows), 100)
+    stats = run_dedup(spark, str(tmp_path / "in"), str(tmp_path / "out"), Settings())
+    assert _removed(str(tmp_path / "out")) == {"price-2024": ("near", "price-2023")}
+    assert stats["exact_duplicates"] == 0 and stats["documents_out"] == 5

@@ -38,8 +38,10 @@ from infra.settings.data import (
     GopherRepetitionSettings,
     InputSettings,
     LanguageSettings,
+    PerLanguage,
     PiiSettings,
     ShardSettings,
+    TextSettings,
     TokenizerSettings,
     UrlFilterSettings,
 )
