@@ -3,31 +3,45 @@
 Everything the pipeline reads or writes goes through `Storage`: WARC inputs, document Parquet,
 stats, token shards and manifests. Local paths use pyarrow's local filesystem; `s3://` URIs use
 pyarrow's S3 filesystem configured from `StorageSettings` (endpoint, region, credentials; the
-standard AWS_* variables are honoured there), with SDK-level retries and our own backoff around
-whole operations, so a transient error on a put or a list does not fail a Spark task.
+standard AWS_* variables are honoured there), with SDK-level retries and our own backoff with
+jitter around whole operations, so a transient error on a put or a list does not fail a Spark task.
 
-Writes are atomic from a reader's point of view: a local file is written beside its target and
-renamed; an S3 object only appears when its (multipart) upload completes. That is what lets a
-manifest or a per-file `.done` marker act as a commit point.
+Reads of S3 streams go in large ranged blocks and pick up at the byte they reached when a block
+fails (a dropped connection, a storage server restarting), as the HTTP reader does for WARCs.
+
+Writes are atomic from a reader's point of view and stream in constant memory: a local file is
+written beside its target and renamed; an S3 object is spooled to a local temporary file, then
+uploaded (retried whole from the spool) and only appears when its upload completes. That is what
+lets a manifest or a progress marker act as a commit point.
+
+Leases (infra/lease.py) need compare-and-swap writes: `create_if_absent`, `replace_if` and
+`delete_if`, done on S3 with conditional requests (If-None-Match / If-Match, which SeaweedFS
+and AWS S3 honour) and locally under a lock on the folder.
 """
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import functools
 import io
 import logging
 import os
 import posixpath
+import shutil
+import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TypeVar
 
 import pyarrow.fs as pafs
+import xxhash
 
+from infra.retry import backoff_seconds
 from infra.settings import StorageSettings
 
 log = logging.getLogger(__name__)
@@ -61,6 +75,16 @@ def _is_transient(error: Exception) -> bool:
 class FileEntry:
     uri: str
     size: int
+    mtime_ns: int = 0  # last modified, as the filesystem or the object store reports it
+
+    @property
+    def fingerprint(self) -> dict[str, int]:
+        """What identifies this version of the file without reading it."""
+        return {"size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def _entry(uri: str, info: pafs.FileInfo) -> FileEntry:
+    return FileEntry(uri, info.size, info.mtime_ns or 0)
 
 
 class Storage:
@@ -69,6 +93,7 @@ class Storage:
     def __init__(self, settings: StorageSettings | None = None) -> None:
         self.settings = settings or StorageSettings()
         self._s3: pafs.S3FileSystem | None = None
+        self._s3_client = None  # boto3, only for the conditional requests pyarrow cannot send
         self._local = pafs.LocalFileSystem()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -104,22 +129,35 @@ class Storage:
         path = uri[len("file://") :] if uri.startswith("file://") else uri
         return self._local, os.path.abspath(path)
 
+    def _client(self):
+        """A boto3 S3 client with the same endpoint, credentials and retry budget."""
+        if self._s3_client is None:
+            import boto3
+            from botocore.config import Config
+
+            s = self.settings
+            self._s3_client = boto3.client(
+                "s3", endpoint_url=s.endpoint_url, region_name=s.region, aws_access_key_id=s.access_key_id,
+                aws_secret_access_key=s.secret_access_key,
+                config=Config(retries={"mode": "standard", "max_attempts": s.max_attempts}, connect_timeout=10, read_timeout=60),
+            )
+        return self._s3_client
+
     def _with_retries(self, action: str, uri: str, operation: Callable[[], T]) -> T:
-        """Run `operation`, retrying transient S3 failures with exponential backoff.
+        """Run `operation`, retrying transient S3 failures with exponential backoff and jitter.
 
         Local filesystem errors are never transient, so they surface at once.
         """
         attempts = self.settings.max_attempts if is_s3(uri) else 1
-        delay = self.settings.backoff_seconds
         for attempt in range(1, attempts + 1):
             try:
                 return operation()
             except Exception as error:  # noqa: BLE001 - classified below
                 if attempt == attempts or not _is_transient(error):
                     raise
+                delay = backoff_seconds(attempt, self.settings.backoff_seconds)
                 log.warning("storage: %s %s failed (%s), retry %d/%d in %.1fs", action, uri, error, attempt, attempts - 1, delay)
                 time.sleep(delay)
-                delay *= 2
         raise AssertionError("unreachable")
 
     # -- queries ------------------------------------------------------------------------------
@@ -130,11 +168,37 @@ class Storage:
         return info.type != pafs.FileType.NotFound
 
     def size(self, uri: str) -> int:
+        return self.stat(uri).size
+
+    def stat(self, uri: str) -> FileEntry:
         fs, path = self.resolve(uri)
         info = self._with_retries("stat", uri, lambda: fs.get_file_info(path))
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError(uri)
-        return info.size
+        return _entry(uri, info)
+
+    def stat_many(self, uris: list[str]) -> dict[str, FileEntry]:
+        """Size and mtime of many files, with one listing per folder on S3 (not a request per
+        file); files that do not exist are left out."""
+        by_folder: dict[str, list[str]] = defaultdict(list)
+        for uri in uris:
+            by_folder[uri.rsplit("/", 1)[0]].append(uri)
+        found: dict[str, FileEntry] = {}
+        for folder, members in by_folder.items():
+            if not is_s3(folder):
+                for uri in members:
+                    info = self._local.get_file_info(self.resolve(uri)[1])
+                    if info.type == pafs.FileType.File:
+                        found[uri] = _entry(uri, info)
+                continue
+            fs, path = self.resolve(folder)
+            selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
+            listed = {info.path: info for info in self._with_retries("list", folder, lambda: fs.get_file_info(selector))}
+            for uri in members:
+                info = listed.get(self.resolve(uri)[1])
+                if info is not None and info.type == pafs.FileType.File:
+                    found[uri] = _entry(uri, info)
+        return found
 
     def list(self, prefix: str, suffix: str = "") -> list[FileEntry]:
         """Files below `prefix` (recursive), sorted, optionally only those ending in `suffix`."""
@@ -147,7 +211,7 @@ class Storage:
             if info.type != pafs.FileType.File or not info.path.endswith(suffix):
                 continue
             relative = info.path[len(path) :].lstrip("/")
-            entries.append(FileEntry(join(base, relative), info.size))
+            entries.append(_entry(join(base, relative), info))
         return sorted(entries, key=lambda entry: entry.uri)
 
     def glob(self, pattern: str) -> list[str]:
@@ -180,9 +244,12 @@ class Storage:
         return self._with_retries("open", uri, lambda: fs.open_input_file(path))
 
     def open_stream(self, uri: str) -> IO[bytes]:
-        """A forward-only binary stream (for WARCs: no seeks, no full download)."""
+        """A forward-only binary stream (for WARCs: no seeks, no full download). On S3 it reads
+        ranged blocks and resumes at the byte it reached when a block fails."""
         fs, path = self.resolve(uri)
-        return self._with_retries("open", uri, lambda: fs.open_input_stream(path, compression=None))
+        if fs is self._local:
+            return fs.open_input_stream(path, compression=None)
+        return _ResumingS3Stream(self, uri)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -195,32 +262,134 @@ class Storage:
 
     @contextmanager
     def open_output(self, uri: str) -> Iterator[IO[bytes]]:
-        """Write a file atomically; the whole write is retried on a transient S3 error.
+        """Write a file atomically, in constant memory; nothing appears if the block raises.
 
-        The caller's bytes are buffered in memory (a shard is at most a few hundred MB), which
-        is what makes a retry of the whole upload possible; pyarrow splits it into parts.
+        Locally the bytes go to a temporary file beside the target, renamed over it at the end.
+        For S3 they are spooled to a local temporary file, whose upload is retried whole on a
+        transient error (a server restarting mid-upload), so a failed attempt leaves nothing.
         """
-        buffer = io.BytesIO()
-        yield buffer
-        payload = buffer.getvalue()
         fs, path = self.resolve(uri)
         if fs is self._local:
-            self._write_local(path, payload)
-        else:
-            self._with_retries("write", uri, functools.partial(self._write_s3, fs, path, payload))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+            try:
+                with open(temporary, "wb") as out:
+                    yield out
+                os.replace(temporary, path)
+            finally:
+                if os.path.exists(temporary):
+                    os.remove(temporary)
+            return
+        with tempfile.TemporaryFile(prefix="crawl2chat-upload-") as spool:
+            yield spool
+            spool.flush()
+            self._with_retries("write", uri, functools.partial(self._upload, fs, path, spool))
 
     @staticmethod
-    def _write_local(path: str, payload: bytes) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    def _upload(fs: pafs.FileSystem, path: str, spool: IO[bytes]) -> None:
+        spool.seek(0)
+        with fs.open_output_stream(path, compression=None) as out:
+            shutil.copyfileobj(spool, out, _BLOCK_BYTES)
+
+    # -- compare-and-swap (leases) ---------------------------------------------------------------
+
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """The file's bytes and a version token for `replace_if`/`delete_if`; None if absent."""
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except FileNotFoundError:
+                return None
+            return data, xxhash.xxh64_hexdigest(data)
+        bucket, key = path.split("/", 1)
+        client = self._client()
+        try:
+            response = self._with_retries("read", uri, lambda: client.get_object(Bucket=bucket, Key=key))
+        except client.exceptions.NoSuchKey:
+            return None
+        return response["Body"].read(), response["ETag"]
+
+    def create_if_absent(self, uri: str, data: bytes) -> str | None:
+        """Write `data` only if no file is there (If-None-Match: *); its version, or None if one was."""
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            with self._folder_lock(path):
+                temporary = self._local_temporary(path, data)
+                try:
+                    os.link(temporary, path)  # fails if the target exists: atomic create-if-absent
+                except FileExistsError:
+                    return None
+                finally:
+                    os.remove(temporary)
+            return xxhash.xxh64_hexdigest(data)
+        return self._conditional_put(uri, path, data, IfNoneMatch="*")
+
+    def replace_if(self, uri: str, data: bytes, version: str) -> str | None:
+        """Overwrite the file only if it is still at `version` (If-Match); the new version, or None."""
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            with self._folder_lock(path):
+                current = self.read_versioned(uri)
+                if current is None or current[1] != version:
+                    return None
+                os.replace(self._local_temporary(path, data), path)
+            return xxhash.xxh64_hexdigest(data)
+        return self._conditional_put(uri, path, data, IfMatch=version)
+
+    def delete_if(self, uri: str, version: str) -> bool:
+        """Delete the file only if it is still at `version`; False otherwise."""
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            with self._folder_lock(path):
+                current = self.read_versioned(uri)
+                if current is None or current[1] != version:
+                    return False
+                os.remove(path)
+            return True
+        bucket, key = path.split("/", 1)
+        client = self._client()
+        try:
+            self._with_retries("delete", uri, lambda: client.delete_object(Bucket=bucket, Key=key, IfMatch=version))
+        except client.exceptions.ClientError as error:
+            if _precondition_failed(error):
+                return False
+            raise
+        return True
+
+    def _conditional_put(self, uri: str, path: str, data: bytes, **condition: str) -> str | None:
+        bucket, key = path.split("/", 1)
+        client = self._client()
+        try:
+            response = self._with_retries(
+                "write", uri, lambda: client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+            )
+        except client.exceptions.ClientError as error:
+            if _precondition_failed(error):
+                return None
+            raise
+        return response["ETag"]
+
+    @staticmethod
+    @contextmanager
+    def _folder_lock(path: str) -> Iterator[None]:
+        """An exclusive lock on a local file's folder (flock), for compare-and-swap there."""
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    @staticmethod
+    def _local_temporary(path: str, data: bytes) -> str:
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
         with open(temporary, "wb") as out:
-            out.write(payload)
-        os.replace(temporary, path)
-
-    @staticmethod
-    def _write_s3(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
-        with fs.open_output_stream(path, compression=None) as out:
-            out.write(payload)
+            out.write(data)
+        return temporary
 
     def delete(self, uri: str) -> None:
         fs, path = self.resolve(uri)
@@ -243,3 +412,89 @@ class Storage:
             self.delete(probe)
         except Exception as error:  # noqa: BLE001 - turned into one line for the user
             raise StorageError(f"cannot write to {uri}: {str(error).splitlines()[0]}") from error
+
+
+def _precondition_failed(error: Exception) -> bool:
+    response = getattr(error, "response", {}) or {}
+    return response.get("Error", {}).get("Code") in ("PreconditionFailed", "412") or (
+        response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+    )
+
+
+_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+class _ResumingS3Stream(io.RawIOBase):
+    """Read an S3 object front to back in ranged blocks of `_BLOCK_BYTES`, resuming at the byte
+    reached when a block fails.
+
+    pyarrow's S3 stream sends one ranged GET per read call (FastWARC reads 64 KiB at a time, so
+    16,000 requests per 1 GB WARC) and is unusable once one of them fails. Here each block is one
+    request, retried with backoff on a fresh handle at the same offset; an object that changed
+    size in between is an error, not a silently spliced read.
+    """
+
+    def __init__(self, storage: Storage, uri: str) -> None:
+        super().__init__()
+        self.storage, self.uri = storage, uri
+        self.fs, self.path = storage.resolve(uri)
+        self.handle = storage._with_retries("open", uri, lambda: self.fs.open_input_file(self.path))
+        self.size = self.handle.size()
+        self.position = 0
+        self.block = b""
+        self.offset = 0  # of the next unread byte in `block`
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = self.size - self.position
+        if self.offset >= len(self.block):
+            if self.position >= self.size:
+                return b""
+            self.block, self.offset = self._read_block(self.position), 0
+        data = self.block[self.offset : self.offset + size]
+        self.offset += len(data)
+        self.position += len(data)
+        return data
+
+    def _read_block(self, start: int) -> bytes:
+        wanted = min(_BLOCK_BYTES, self.size - start)
+        attempts = self.storage.settings.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                if self.handle is None:  # the last block failed: a fresh handle, same object
+                    self.handle = self.fs.open_input_file(self.path)
+                    if self.handle.size() != self.size:
+                        raise StorageError(f"{self.uri} changed while it was read (size {self.size} -> {self.handle.size()})")
+                data = self.handle.read_at(wanted, start)
+                if len(data) == wanted:
+                    return data
+                problem: object = f"short read of {len(data)} of {wanted} bytes"
+            except OSError as error:
+                if not _is_transient(error):
+                    raise
+                problem = error
+            self._drop_handle()
+            if attempt < attempts:
+                delay = backoff_seconds(attempt, self.storage.settings.backoff_seconds)
+                log.warning("storage: read %s broke off at byte %d (%s), resuming in %.1fs", self.uri, start, problem, delay)
+                time.sleep(delay)
+        raise OSError(f"reading {self.uri} failed at byte {start} after {attempts} attempts: {problem}")
+
+    def _drop_handle(self) -> None:
+        if self.handle is not None:
+            try:
+                self.handle.close()
+            except OSError:
+                pass
+            self.handle = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self._drop_handle()
+        super().close()

@@ -7,9 +7,10 @@ and finally explicit overrides from the CLI (`--set`) or a flow parameter. The s
 variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_DEFAULT_REGION`) are honoured by the storage section.
 
-The sections live by domain: `services.py` (storage, Spark, SeaweedFS) and `data.py` (inputs,
-the filter chain, dedup, tokenizer, shards). Every step or stage takes its own section, so it
-can be built and tested without the rest. Import any section from here.
+The sections live by domain: `services.py` (storage, Spark, SeaweedFS) and `data.py` (jobs:
+unit quarantine and output leases; inputs, the filter chain, dedup, tokenizer, shards). Every
+step or stage takes its own section, so it can be built and tested without the rest. Import any
+section from here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from infra.settings.data import (
     GopherQualitySettings,
     GopherRepetitionSettings,
     InputSettings,
+    JobSettings,
     LanguageSettings,
     PiiSettings,
     ShardSettings,
@@ -41,7 +43,7 @@ from infra.settings.services import SeaweedSettings, SparkSettings, StorageSetti
 
 __all__ = [
     "C4Settings", "DedupSettings", "ExtractionSettings", "FilterSettings", "FineWebSettings",
-    "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "LanguageSettings",
+    "GopherQualitySettings", "GopherRepetitionSettings", "InputSettings", "JobSettings", "LanguageSettings",
     "PiiSettings", "SeaweedSettings", "Section", "Settings", "ShardSettings", "SparkSettings",
     "StorageSettings", "TokenizerSettings", "UrlFilterSettings", "load_settings",
 ]
@@ -57,6 +59,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     seaweed: SeaweedSettings = Field(default_factory=SeaweedSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     input: InputSettings = Field(default_factory=InputSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)

@@ -18,8 +18,10 @@ class StorageSettings(Section):
     region: str = Field(default_factory=lambda: os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     access_key_id: str | None = Field(default_factory=lambda: os.environ.get("AWS_ACCESS_KEY_ID"))
     secret_access_key: str | None = Field(default_factory=lambda: os.environ.get("AWS_SECRET_ACCESS_KEY"))
-    max_attempts: int = 5  # per request, with exponential backoff between attempts
-    backoff_seconds: float = 0.2  # first wait; doubles every attempt
+    # Per request, with exponential backoff and jitter between attempts; the default budget
+    # (about 8-16 s of waiting) outlasts a storage server restart.
+    max_attempts: int = 6
+    backoff_seconds: float = 0.5  # first wait; doubles every attempt
 
 
 class SparkSettings(Section):
