@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from infra.storage import Storage, join
 
@@ -101,6 +101,9 @@ class Manifest(_Model):
     source_uri: str
     source_snapshots: list[str]
     splits: dict[str, SplitInfo]
+    # Inputs whose documents are missing (a run that went on with --allow-partial), with why:
+    # this stage's failed units and those the stages before it recorded. Empty: complete.
+    incomplete: dict[str, str] = Field(default_factory=dict)
 
     @staticmethod
     def now() -> str:

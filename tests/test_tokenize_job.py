@@ -16,6 +16,7 @@ from model.data import TokenStream
 from model.tokenizer import BpeTokenizer
 from tasks.formats.docs import docs_uri, documents_to_table, write_table
 from tasks.jobs.tokenize import run_tokenize
+from tasks.jobs.units import StaleProgress
 from tasks.pipeline import Document
 from model.shards import Manifest, split_of
 from tests.conftest import REALDATA, needs_realdata
@@ -178,4 +179,23 @@ def test_real_sample_round_trips_through_seaweedfs(spark, seaweed, s3_prefix):
     report = run_tokenize(spark, stage, output, job_settings(seaweed, vocab_size=1_000))
     assert report["failed"] == {}
     assert sum(split["docs"] for split in report["splits"].values()) == len(c4) == 300
+    assert_round_trip(storage, output, texts, val_fraction=0.1)
+
+
+def test_other_shard_settings_are_refused_then_forced(spark, tmp_path):
+    storage = Storage()
+    stage = str(tmp_path / "docs")
+    texts = write_docs(storage, stage, {"a": synthetic_corpus(40, seed=1), "b": synthetic_corpus(40, seed=2)})
+    tokenizer_uri = str(tmp_path / "tokenizer.json")
+    BpeTokenizer.train(list(texts.values()), vocab_size=400).save(tokenizer_uri)
+    output = str(tmp_path / "tokens")
+    run_tokenize(spark, stage, output, job_settings(), tokenizer_uri)
+    shards_before = len(Manifest.read(storage, output).splits["train"].shards)
+    bigger = job_settings()
+    bigger.shards.shard_tokens = 5_000
+    with pytest.raises(StaleProgress, match=r"made with other settings \(shards\.shard_tokens: 2000 -> 5000\); use a fresh output, or --force"):
+        run_tokenize(spark, stage, output, bigger, tokenizer_uri)
+    forced = run_tokenize(spark, stage, output, bigger, tokenizer_uri, force=True)
+    assert forced["redone"] == 2 and forced["failed"] == {}
+    assert len(Manifest.read(storage, output).splits["train"].shards) < shards_before
     assert_round_trip(storage, output, texts, val_fraction=0.1)

@@ -13,11 +13,15 @@ Documents and turns their bodies into `str`:
   server lied about its Content-Encoding, as ClueWeb records do), then decoded with the charset
   from the HTTP header, else a <meta> charset, else UTF-8, else a uchardet guess.
 
-Damaged files never crash the caller: a read error or a record cut short ends that file, counted
-once as `truncated_or_corrupt_file`, after yielding every document that preceded the damage; a
-file without a single WARC record (an ARC file, a bzip2'd WARC, random bytes) counts as
-`no_warc_records`. Each such file-level drop also counts one document in, so that
-`docs_in == docs_out + sum(dropped)` always holds.
+Damaged files never crash the caller: damage in the bytes themselves (a bad gzip member, a bad
+WARC header, a record cut short) ends that file, counted once as `truncated_or_corrupt_file`,
+after yielding every document that preceded the damage; a file without a single WARC record (an
+ARC file, a bzip2'd WARC, random bytes) counts as `no_warc_records`. Each such file-level drop
+also counts one document in, so that `docs_in == docs_out + sum(dropped)` always holds.
+
+A failure of the stream itself is not damage and is never counted: a download that broke off
+and could not be resumed, or a storage read that kept failing, raises `WarcReadError`, so the
+unit fails, gets no progress marker, and a rerun reads the whole file again.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ class _Damaged(Exception):
     """The record in hand is cut short or unreadable: the rest of the file cannot be trusted."""
 
 
+class WarcReadError(OSError):
+    """The stream under the WARC failed (network, storage): the file was not read to its end."""
+
+
 def iter_warc_documents(
     stream: IO[bytes],
     warc_path: str,
@@ -66,14 +74,17 @@ def iter_warc_documents(
     """
     # quirks_mode: accept the LF-only header lines that old crawlers (ClueWeb, wget) wrote, and
     # resynchronise after garbage between records of an uncompressed WARC.
-    records = iter(ArchiveIterator(_Positioned(stream), parse_http=True, quirks_mode=True, auto_decode="none"))
+    positioned = _Positioned(stream)
+    records = iter(ArchiveIterator(positioned, parse_http=True, quirks_mode=True, auto_decode="none"))
     seen_records = False
     while True:
         try:
             record = next(records)
         except StopIteration:
+            positioned.raise_if_failed(warc_path)
             break
         except Exception as error:  # noqa: BLE001 - FastWARC or the stream gave up mid-file
+            positioned.raise_if_failed(warc_path)
             stats.docs_in += 1  # the unreadable rest of the file is the dropped "document"
             _count_damage(stats, warc_path, error)
             return
@@ -88,6 +99,7 @@ def iter_warc_documents(
             stats.dropped[skip.args[0]] += 1
             continue
         except (OSError, _Damaged) as error:  # a body that cannot be read ends the file
+            positioned.raise_if_failed(warc_path)
             _count_damage(stats, warc_path, error)
             return
         stats.docs_out += 1
@@ -110,21 +122,32 @@ class _Positioned:
     """A forward-only stream plus the `tell()` FastWARC asks of every Python stream.
 
     pyarrow's input streams and HTTP responses cannot tell, and FastWARC aborts the process
-    (a Rust panic, not an exception) when asked to read one directly.
+    (a Rust panic, not an exception) when asked to read one directly. It also remembers a read
+    that raised, which is how a broken stream is told apart from damaged bytes.
     """
 
-    __slots__ = ("_read", "_position")
+    __slots__ = ("_read", "_position", "failure")
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._read, self._position = stream.read, 0
+        self.failure: Exception | None = None
 
     def read(self, size: int = -1) -> bytes:
-        data = self._read(size)
+        try:
+            data = self._read(size)
+        except Exception as error:
+            self.failure = error
+            raise
         self._position += len(data)
         return data
 
     def tell(self) -> int:
         return self._position
+
+    def raise_if_failed(self, warc_path: str) -> None:
+        if self.failure is not None:
+            first_line = (str(self.failure).splitlines() or [type(self.failure).__name__])[0]
+            raise WarcReadError(f"reading {warc_path} failed at byte {self._position}: {first_line}") from self.failure
 
 
 def _count_damage(stats: StepStats, warc_path: str, error: Exception) -> None:
