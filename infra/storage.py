@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import time
@@ -46,6 +47,11 @@ from infra.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The SDKs' own quick retries per request; the long budget (settings.max_attempts, with our
+# backoff) is around whole operations. SDK retries alone, at max_attempts=8, wait about 50 s
+# per call, and multiplied with ours would take many minutes to report a dead endpoint.
+_SDK_ATTEMPTS = 3
 
 
 class StorageError(RuntimeError):
@@ -112,7 +118,7 @@ class Storage:
                 endpoint_override=endpoint,
                 scheme=scheme,
                 anonymous=not (s.access_key_id and s.secret_access_key),
-                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=s.max_attempts),
+                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=_SDK_ATTEMPTS),
                 allow_bucket_creation=True,
                 allow_bucket_deletion=False,
                 connect_timeout=10,
@@ -139,7 +145,7 @@ class Storage:
             self._s3_client = boto3.client(
                 "s3", endpoint_url=s.endpoint_url, region_name=s.region, aws_access_key_id=s.access_key_id,
                 aws_secret_access_key=s.secret_access_key,
-                config=Config(retries={"mode": "standard", "max_attempts": s.max_attempts}, connect_timeout=10, read_timeout=60),
+                config=Config(retries={"mode": "standard", "max_attempts": _SDK_ATTEMPTS}, connect_timeout=10, read_timeout=60),
             )
         return self._s3_client
 
@@ -289,7 +295,7 @@ class Storage:
     def _upload(fs: pafs.FileSystem, path: str, spool: IO[bytes]) -> None:
         spool.seek(0)
         with fs.open_output_stream(path, compression=None) as out:
-            shutil.copyfileobj(spool, out, _BLOCK_BYTES)
+            shutil.copyfileobj(spool, out, _COPY_BYTES)
 
     # -- compare-and-swap (leases) ---------------------------------------------------------------
 
@@ -391,6 +397,17 @@ class Storage:
             out.write(data)
         return temporary
 
+    def remove_temporaries(self, prefix: str) -> int:
+        """Delete what killed local writes left below `prefix` (`<file>.tmp-<hex>`, never read by
+        anyone); call it only while holding the output's lease. S3 leaves none: its spools are
+        anonymous local files and an unfinished upload never becomes an object."""
+        if is_s3(prefix):
+            return 0
+        stale = [entry.uri for entry in self.list(prefix) if _TEMPORARY.search(entry.uri)]
+        for uri in stale:
+            self.delete(uri)
+        return len(stale)
+
     def delete(self, uri: str) -> None:
         fs, path = self.resolve(uri)
         self._with_retries("delete", uri, lambda: fs.delete_file(path))
@@ -421,11 +438,12 @@ def _precondition_failed(error: Exception) -> bool:
     )
 
 
-_BLOCK_BYTES = 8 * 1024 * 1024
+_COPY_BYTES = 8 * 1024 * 1024
+_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
 
 class _ResumingS3Stream(io.RawIOBase):
-    """Read an S3 object front to back in ranged blocks of `_BLOCK_BYTES`, resuming at the byte
+    """Read an S3 object front to back in ranged blocks (`read_block_bytes`), resuming at the byte
     reached when a block fails.
 
     pyarrow's S3 stream sends one ranged GET per read call (FastWARC reads 64 KiB at a time, so
@@ -463,7 +481,7 @@ class _ResumingS3Stream(io.RawIOBase):
         return data
 
     def _read_block(self, start: int) -> bytes:
-        wanted = min(_BLOCK_BYTES, self.size - start)
+        wanted = min(self.storage.settings.read_block_bytes, self.size - start)
         attempts = self.storage.settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:

@@ -22,6 +22,8 @@ class StorageSettings(Section):
     # (about 8-16 s of waiting) outlasts a storage server restart.
     max_attempts: int = 6
     backoff_seconds: float = 0.5  # first wait; doubles every attempt
+    # S3 streams (WARCs) are read in ranged requests of this size, each retried and resumed alone.
+    read_block_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 
 
 class SparkSettings(Section):
