@@ -2,14 +2,17 @@
 
     crawl2chat run                     whole data flow on a generated sample crawl
     crawl2chat run --snapshot CC-MAIN-2024-51 --max-warcs 2 --output s3://bucket/run
-    crawl2chat filter --input 'crawl/*.warc.gz' --output out/
-    crawl2chat dedup --input out/ --output deduped/
+    crawl2chat filter --input 'crawl/*.warc.gz' --output out/          (writes out/filtered/)
+    crawl2chat dedup --input out/filtered --output deduped/
     crawl2chat tokenizer train --input deduped/ --output tokens/
     crawl2chat tokenize --input deduped/ --output s3://bucket/tokens
     crawl2chat serve --cron "0 6 * * 1" --snapshot latest --max-warcs 100 --output s3://bucket/cc
     crawl2chat sample-crawl --output crawl/
     crawl2chat blocklist load --from ut1.tar.gz --to lists/
     crawl2chat seaweed --dir .crawl2chat/seaweedfs
+
+`run`, `filter`, `dedup` and `tokenize` take `--force` (redo work made stale by other settings
+or changed inputs, instead of refusing it) and `--allow-partial` (go on without failed units).
 """
 
 from __future__ import annotations

@@ -317,7 +317,8 @@ def run_units(
         raise StaleProgress(f"{output}: {refused[0]}{more}; use a fresh output, or --force to redo it")
     if result.resumed:
         log.info("resuming: %d of %d units already done", result.resumed, len(inputs))
-    kept = {key: marker for key, marker in markers.items() if key not in {unit_key(uri) for uri in todo}}
+    todo_keys = {unit_key(uri) for uri in todo}
+    kept = {key: marker for key, marker in markers.items() if key not in todo_keys}
     if len(kept) < len(markers):  # forget redone units before redoing them, so a crash cannot revive them
         write_progress_index(storage, output, kept)
         for key in markers.keys() - kept.keys():
