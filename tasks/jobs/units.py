@@ -254,7 +254,10 @@ def _run_unit(context: _UnitContext, uri: str, fingerprint: dict | None) -> tupl
     else:
         marker["quarantined"] = {"error": value, "attempts": context.attempts}
         log.error("unit %s quarantined after %d crashes; delete its marker or rerun with --force to try it again", uri, context.attempts)
-    Storage(context.storage_settings).write_text(_marker_uri(context.output, key), json.dumps(marker))
+    try:
+        Storage(context.storage_settings).write_text(_marker_uri(context.output, key), json.dumps(marker))
+    except Exception as error:  # noqa: BLE001 - the store kept failing: the unit is not done
+        return uri, None, f"writing its progress marker failed: {_one_line(error)}"
     return uri, marker, None
 
 
