@@ -162,7 +162,6 @@ def _print_tokens(report: dict[str, Any]) -> None:
 
 
 def _run_stage(args: argparse.Namespace) -> int:
-    from flows.crawl_to_tokens import dedup_docs, tokenize_docs
     from infra.settings import load_settings
     from infra.storage import Storage, StorageError
     from tasks.formats.docs import list_doc_files
@@ -172,6 +171,8 @@ def _run_stage(args: argparse.Namespace) -> int:
     # Check the input before Prefect starts: a wrong --input costs one line and no flow run.
     if not list_doc_files(Storage(settings.storage), args.input_uri):
         raise StorageError(f"no document files (docs/*.parquet) under {args.input_uri}")
+    from flows.crawl_to_tokens import dedup_docs, tokenize_docs  # Prefect, only once the input is known good
+
     if args.command == "dedup":
         stats = dedup_docs(args.input_uri, args.output, args.config, overrides, args.force, args.allow_partial)
         _print_dedup(stats, args.output)
