@@ -1,4 +1,5 @@
-"""Settings of the data half: inputs, the filter chain, dedup, the tokenizer and token shards.
+"""Settings of the data half: inputs, the filter chain, dedup, the tokenizer, token shards, and how
+jobs run their units (crash quarantine, output leases).
 
 The defaults are the published FineWeb / Gopher / C4 parameters, and FineWeb-2's per-language
 values for the quality steps (see `QUALITY_LANGUAGE_DEFAULTS`).
@@ -11,6 +12,21 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from infra.settings.base import Section
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+class JobSettings(Section):
+    """How a stage's job runs its units (tasks/jobs/units.py) and guards its output."""
+
+    # A unit whose process crashes (segfault, Rust panic, OOM kill) this many times is
+    # quarantined: recorded with its error and counted, and the rest of the stage finishes.
+    unit_attempts: int = Field(default=3, ge=1)
+    # The lease that keeps a second run off an output lasts this long and is renewed every
+    # third of it; a run killed without releasing it blocks others for at most this long
+    # (on its own host, not at all: a lease of a process that is gone is stale at once).
+    lease_seconds: float = Field(default=120.0, gt=0)
+
 
 # --- crawl -> documents ---------------------------------------------------------------------
 
