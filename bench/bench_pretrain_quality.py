@@ -4,8 +4,9 @@
 
 In one run, on the same split of the real pretraining text (../shared/realdata/pretrain_text:
 C4, Wikipedia, Tiny Shakespeare, 2.9 MB):
-1. the text becomes a docs stage and goes through the project's own tokenize job on Spark
-   (a BPE of `--vocab-size` tokens trained on it; the id-hash train/val split, val_fraction 0.1);
+1. the text becomes a docs stage (documents in a seeded random order, as a crawl's are) and goes
+   through the project's own tokenize job on Spark (a BPE of `--vocab-size` tokens trained on
+   it; the id-hash train/val split, val_fraction 0.1);
 2. the compressors: the train documents and then the val documents, decoded back from the
    token shards (so exactly the split the model sees), one per line; a compressor's cost of the
    validation text after it has seen the training text is size(train+val) - size(train), in
@@ -27,6 +28,7 @@ import argparse
 import contextlib
 import json
 import logging
+import random
 import subprocess
 import sys
 import time
@@ -58,7 +60,11 @@ def make_tokens(work: Path, vocab_size: int, val_fraction: float) -> str:
     tokens = str(work / "tokens")
     if Storage().exists(manifest_uri(tokens)):
         return tokens
-    write_documents(Storage(), str(work / "docs"), pretrain_text_documents(REALDATA_TEXT), parts=4)
+    # Shuffled (seeded): the files come one source after another, a crawl's documents do not,
+    # and the token stream reads documents in order.
+    docs = pretrain_text_documents(REALDATA_TEXT)
+    random.Random(0).shuffle(docs)
+    write_documents(Storage(), str(work / "docs"), docs, parts=4)
     settings = Settings(
         tokenizer=TokenizerSettings(vocab_size=vocab_size, sample_docs=1_000_000, heldout_docs=20),
         shards=ShardSettings(shard_tokens=250_000, row_group_docs=8, val_fraction=val_fraction),
