@@ -7,6 +7,8 @@
     crawl2chat sample-crawl | blocklist load | seaweed
     crawl2chat pretrain --tokens data/run/tokens --output data/base --preset cpu-tiny
     crawl2chat generate --checkpoint data/base --prompt "Once upon a time"
+    crawl2chat sft --base data/base --data chat.jsonl idk.jsonl:2 --output data/sft
+    crawl2chat idk build --model data/sft --qa qa.jsonl --output idk.jsonl | idk eval ...
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -35,6 +37,7 @@ COMMAND_MODULES = [
     "flows.commands.export",
     "flows.commands.chat_data",
     "flows.commands.train",
+    "flows.commands.sft",
 ]
 
 

@@ -10,7 +10,8 @@ variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS), `data.py` (inputs,
 the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
-(the model's shape, the training loop) and `presets.py` (named sets of training values). Every
+(the model's shape, the training loop), `sft.py` (chat fine-tuning and the "I don't know"
+builder) and `presets.py` (named sets of training values). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
 section from here.
 """
@@ -43,6 +44,7 @@ from infra.settings.data import (
 from infra.settings.presets import PRESETS, preset_values
 from infra.settings.search import SearchSettings
 from infra.settings.services import SeaweedSettings, SparkSettings, StorageSettings
+from infra.settings.sft import IdkSettings, SftSettings, SftTrainSettings
 from infra.settings.train import ModelSettings, TrainSettings
 
 
@@ -64,6 +66,8 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    sft: SftSettings = Field(default_factory=SftSettings)
+    idk: IdkSettings = Field(default_factory=IdkSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
