@@ -20,9 +20,11 @@ Two ways to batch them, equal in what they compute:
   conversations (model/gpt.py's `document_positions` / `document_mask`), so each computes
   exactly what it computes alone. Rows have one shape, which suits torch.compile.
 - "pad": one conversation per row, padded at the end to the longest of its micro-batch;
-  conversations are sorted by length before being cut into micro-batches (the batches then
-  shuffled), so little is padding. Plain causal attention (`mask` None): padding at the end of
-  a row is never attended to by the real tokens before it, and its targets are -1.
+  conversations are sorted by length and cut into micro-batches of up
+  to `batch_size x seq_len` positions each, the same budget as a packed micro-batch (many short
+  conversations or few long ones), then the batches shuffled; little is padding. Plain causal
+  attention (`mask` None, the fast kernels): padding at the end of a row is never attended to by
+  the real tokens before it, and its targets are -1.
 
 Which is faster is measured (BENCHMARKS.md, "SFT"); the default is `sft.batching`.
 
@@ -131,6 +133,22 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int, order: Sequence[i
     return rows
 
 
+def padded_batches(lengths: Sequence[int], batch_size: int, seq_len: int, order: Sequence[int]) -> list[Rows]:
+    """Micro-batches of one example per row, shortest first: each takes examples while its rows
+    x its longest stay within `batch_size x seq_len` positions (ties keep `order`)."""
+    budget = batch_size * seq_len
+    batches: list[Rows] = []
+    current: Rows = []
+    for index in sorted(order, key=lambda i: lengths[i]):
+        if lengths[index] > seq_len:
+            raise ValueError(f"an example of {lengths[index]} positions does not fit a row of {seq_len}")
+        if current and (len(current) + 1) * lengths[index] > budget:
+            batches.append(current)
+            current = []
+        current.append([index])
+    return batches + [current] if current else batches
+
+
 def plan_batches(lengths: Sequence[int], batching: Batching, batch_size: int, seq_len: int,
                  rng: np.random.Generator | None) -> list[Rows]:
     """An epoch's micro-batches (each a list of rows); `rng` None keeps the given order (evaluation)."""
@@ -141,20 +159,22 @@ def plan_batches(lengths: Sequence[int], batching: Batching, batch_size: int, se
             rows = [rows[i] for i in rng.permutation(len(rows))]
         return [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
     if batching == "pad":
-        if max(lengths, default=0) > seq_len:
-            raise ValueError(f"an example of {max(lengths)} positions does not fit a row of {seq_len}")
-        ranked = sorted(order, key=lambda i: lengths[i])
-        batches = [[[i] for i in ranked[start : start + batch_size]] for start in range(0, len(ranked), batch_size)]
+        batches = padded_batches(lengths, batch_size, seq_len, order)
         if rng is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
     raise ValueError(f"unknown batching {batching!r} (choose {' or '.join(BATCHINGS)})")
 
 
+def batch_width(examples: Sequence[Example], rows: Rows, batching: Batching, seq_len: int) -> int:
+    """Packed rows are `seq_len` wide, padded ones as their longest example."""
+    return seq_len if batching == "pack" else max(len(examples[row[0]]) for row in rows)
+
+
 def collate(examples: Sequence[Example], rows: Rows, batching: Batching, seq_len: int) -> Batch:
-    """The tensors of one micro-batch: packed rows are `seq_len` wide, padded ones as the longest."""
+    """The tensors of one micro-batch."""
     packed = batching == "pack"
-    width = seq_len if packed else max(len(examples[row[0]]) for row in rows)
+    width = batch_width(examples, rows, batching, seq_len)
     inputs = np.zeros((len(rows), width), dtype=np.int64)
     targets = np.full((len(rows), width), IGNORE, dtype=np.int64)
     doc_ids = np.full((len(rows), width), -1, dtype=np.int64)

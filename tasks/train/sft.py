@@ -50,7 +50,7 @@ from model.distributed import Distributed, all_reduce_sum, init_distributed
 from model.engine import Engine, SamplingParams
 from model.export import load_for_inference
 from model.gpt import GPT
-from model.packing import Batch, Example, SftLoader, collate, encode_example, plan_batches
+from model.packing import Batch, Example, SftLoader, batch_width, collate, encode_example, plan_batches
 from model.tokenizer import BpeTokenizer
 from model.trainer import JsonlLog, LossOutput, Trainer, accumulation_steps, sequence_length
 from tasks.chat.conversations import Conversation
@@ -141,8 +141,7 @@ def batching_stats(examples: Sequence[Example], batching: str, batch_size: int, 
     """How full the rows of one epoch are: real tokens / (rows x width)."""
     batches = plan_batches([len(e) for e in examples], batching, batch_size, seq_len, rng=None)
     rows = sum(len(batch) for batch in batches)
-    capacity = sum(len(batch) * (seq_len if batching == "pack" else max(len(examples[row[0]]) for row in batch))
-                   for batch in batches)
+    capacity = sum(len(batch) * batch_width(examples, batch, batching, seq_len) for batch in batches)
     tokens = sum(map(len, examples))
     return {"batching": batching, "micro_batches_per_epoch": len(batches), "rows_per_epoch": rows,
             "fill": round(tokens / capacity, 4) if capacity else None}
