@@ -1,9 +1,9 @@
 """Chat SFT (tasks/train/sft.py, model/packing.py) on the real conversation samples, driven as a
 user drives it: only assistant tokens carry loss, packed rows compute what each conversation
-computes alone, SFT lowers the held-out loss, a run killed with SIGKILL resumes exactly, two
-processes compute what one computes with the same total batch, a tiny model taught the search
-examples calls the real index and answers from its results, and bad input gets one line and
-exit code 2.
+computes alone, SFT lowers the held-out loss, a run stopped by SIGTERM or killed with SIGKILL
+resumes exactly (same losses, same weights), two processes compute what one computes with the
+same total batch, a tiny model taught the search examples calls the real index and answers from
+its results, and bad input gets one line and exit code 2.
 
 The base models are tiny GPTs saved as ordinary checkpoints, with a BPE trained on the chat
 text: the mechanics do not depend on a pretrained base (BENCHMARKS.md "SFT" uses the real one).
@@ -218,30 +218,53 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def _start(*args: str, stdout=subprocess.DEVNULL) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, stdout=stdout,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def _wait_for_checkpoint(process: subprocess.Popen, run: str, step: int) -> None:
+    deadline = time.monotonic() + 240
+    while (latest_pointer(Storage(), run) or {}).get("step", 0) < step:
+        assert process.poll() is None and time.monotonic() < deadline, f"the run ended before its checkpoint at step {step}"
+        time.sleep(0.005)
+
+
 @pytest.mark.slow
-def test_a_run_killed_with_sigkill_resumes_exactly(base, tmp_path):
-    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+def test_a_run_stopped_by_sigterm_then_killed_by_sigkill_resumes_exactly(base, tmp_path):
+    straight, broken = str(tmp_path / "straight"), str(tmp_path / "broken")
     common = ["--base", base, "--data", ALPACA, *set_args("sft.train.max_steps=30", "sft.train.checkpoint_every=10")]
     assert main(["sft", "--output", straight, *common]) == 0
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "sft", "--output", killed, *common], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while (latest_pointer(Storage(), killed) or {}).get("step", 0) < 10:
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.005)
+    # A scheduler's SIGTERM: a checkpoint where it stands and a clean exit, the summary saying so.
+    process = _start("sft", "--output", broken, *common, stdout=subprocess.PIPE)
+    _wait_for_checkpoint(process, broken, 10)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    summary = json.loads(stdout)
+    assert summary["stopped"] and 10 <= summary["steps"] < 30, summary
+    assert latest_pointer(Storage(), broken)["step"] == summary["steps"]
+
+    # Resumed, then killed outright between checkpoints: the steps after the last one are lost.
+    process = _start("sft", "--output", broken, "--resume", *common)
+    _wait_for_checkpoint(process, broken, 20)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert max(losses(killed)) < 30, "the run finished before it was killed"
+    assert max(losses(broken)) < 30, "the run finished before it was killed"
 
-    resumed = _cli("sft", "--output", killed, "--resume", *common)
+    resumed = _cli("sft", "--output", broken, "--resume", *common)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
-    expected, got = losses(straight), losses(killed)
+    expected, got = losses(straight), losses(broken)
     assert sorted(got) == list(range(1, 31))  # no step twice, none missing
     assert all(abs(got[step] - expected[step]) <= 1e-6 for step in expected), (expected, got)
     assert json.loads(resumed.stdout)["val_loss"] == pytest.approx(records(straight)[-1]["val_loss"], abs=1e-6)
+    # The same weights as the uninterrupted run's.
+    weights = [load_checkpoint(Storage(), run).tensors for run in (straight, broken)]
+    assert weights[0].keys() == weights[1].keys()
+    assert max((weights[0][name] - weights[1][name]).abs().max().item() for name in weights[0]) <= 1e-6
 
 
 @pytest.mark.slow
