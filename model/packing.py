@@ -26,7 +26,7 @@ Two ways to batch them, equal in what they compute:
   attention (`mask` None, the fast kernels): padding at the end of a row is never attended to by
   the real tokens before it, and its targets are -1.
 
-Which is faster is measured (BENCHMARKS.md, "SFT"); the default is `sft.batching`.
+bench/bench_sft_packing.py times the two on the real conversations; the default is `sft.batching`.
 
 The loader deals the micro-batches of an epoch out to "slots" as the pretraining reader does:
 process p's micro-step m is slot `p * accum_steps + m` of `processes * accum_steps`, and slot s

@@ -6,7 +6,7 @@ same total batch, a tiny model taught the search examples calls the real index a
 its results, and bad input gets one line and exit code 2.
 
 The base models are tiny GPTs saved as ordinary checkpoints, with a BPE trained on the chat
-text: the mechanics do not depend on a pretrained base (BENCHMARKS.md "SFT" uses the real one).
+text: the mechanics do not depend on a pretrained base (bench/bench_sft_quality.py uses a real one).
 """
 
 from __future__ import annotations
@@ -267,6 +267,23 @@ def test_a_run_stopped_by_sigterm_then_killed_by_sigkill_resumes_exactly(base, t
     assert max((weights[0][name] - weights[1][name]).abs().max().item() for name in weights[0]) <= 1e-6
 
 
+def test_the_sft_command_with_a_preset_as_a_user_runs_it(base, tmp_path):
+    run = str(tmp_path / "sft")
+    done = _cli("sft", "--base", base, "--data", ALPACA, f"{IDENTITY}:2", "--output", run, "--preset", "cpu-tiny",
+                "--set", "sft.train.max_steps=2", "--set", "sft.train.eval_every=2", "--set", "sft.train.sample_tokens=4")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)  # stdout is the summary alone
+    assert summary["steps"] == 2 and summary["checkpoint"] == join(run, "checkpoints", "step-00000002")
+    assert summary["tokens"] > 2 * 12 * 128  # cpu-tiny's 16 packed rows a step, not the default 8
+    assert summary["data_report"] == join(run, "data_report.json") and Path(summary["data_report"]).exists()
+    # stderr: each file's funnel, its skips by reason.
+    assert f"== {ALPACA} (alpaca)" in done.stderr and f"== {IDENTITY} (alpaca)" in done.stderr
+    assert "too_long=" in done.stderr
+    prompts = load_settings(preset="cpu-tiny").sft.train.sample_prompts
+    assert [s["question"] for s in records(run, "samples.jsonl")] == prompts * 2  # at step 0 and at the end
+    assert [r["step"] for r in records(run) if "val_loss" in r] == [0, 2]
+
+
 @pytest.mark.slow
 def test_two_processes_compute_what_one_computes_with_accumulation(base, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
@@ -377,6 +394,7 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, tokenizer, base, tmp_path
                     "seq_len (512) is above the model's context (model.seq_len=128)")
     _one_line_error(capsys, ["sft", "--base", base, *data, *out, "--set", "sft.batching=stack"], "invalid settings", "sft.batching")
     _one_line_error(capsys, ["sft", "--base", base, *data, *out, "--set", "sft.val_fraction=0.0001"], "validation split")
+    _one_line_error(capsys, ["sft", "--base", base, *data, *out, "--preset", "cpu-huge"], "unknown preset 'cpu-huge'")
     run = str(tmp_path / "run")
     assert main(["sft", "--base", base, *data, "--output", run, *set_args("sft.train.max_steps=2")]) == 0
     _one_line_error(capsys, ["sft", "--base", base, *data, "--output", run, *set_args("sft.train.max_steps=4")], "--resume")

@@ -15,8 +15,8 @@ A preset sits just above the defaults: a YAML file, the environment and `--set` 
 The CPU presets were sized on this project's 2-core machine (BENCHMARKS.md, "Pretraining"):
 cpu-tiny in a few minutes, cpu-small in tens of minutes. The GPU presets take settings that
 are published as known to work at those sizes, cited at each. Each preset also sets `sft.train`,
-the loop of `crawl2chat sft` on a base of that size (its model is the base's; see BENCHMARKS.md,
-"SFT", for the CPU ones on the real conversations).
+the loop of `crawl2chat sft` on a base of that size (its model is the base's;
+bench/bench_sft_quality.py runs the CPU ones on the real conversations).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from infra.settings.train import TrainSettings
 class SftTrainSettings(TrainSettings):
     """The loop for SFT: the base's knowledge is kept with a gentler rate and no decay toward 0."""
 
-    batch_size: int = Field(8, ge=1)  # rows (packed) or conversations (padded) per micro-step
+    batch_size: int = Field(8, ge=1)  # rows of seq_len per micro-step; padded: conversations up to that many positions
     max_steps: int = Field(300, ge=1)
     lr: float = Field(5e-4, gt=0)
     warmup_steps: int = Field(10, ge=0)
@@ -36,8 +36,10 @@ class SftSettings(Section):
     """Supervised fine-tuning on conversations (tasks/train/sft.py)."""
 
     train: SftTrainSettings = Field(default_factory=SftTrainSettings)
-    # pack: several conversations per row, attention kept inside each (the measured faster; see
-    # BENCHMARKS.md "SFT"); pad: one conversation per row, rows of similar length batched together.
+    # pack: several conversations per row, attention kept inside each (rows of one shape, for
+    # torch.compile); pad: one conversation per row, similar lengths together, plain causal
+    # attention. Both take batch_size x seq_len positions per micro-batch; bench/bench_sft_packing.py
+    # times them on the real conversations.
     batching: Literal["pack", "pad"] = "pack"
     val_fraction: float = Field(0.05, ge=0, lt=1)  # conversations held out for val_loss, by content hash; 0: none
 
