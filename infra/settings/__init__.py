@@ -10,10 +10,11 @@ variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 settings through `flows.credentials.run_settings`, which refuses credentials in overrides (Prefect
 stores flow parameters) and can take them from a Prefect Secret block.
 
-The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py` (jobs:
-unit quarantine and output leases; inputs, the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
-(the model's shape, the training loop), `presets.py` (named sets of training values) and
-`serve.py` (the terminal chat's defaults and the model server). Every
+The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py`
+(jobs: unit quarantine and output leases; inputs, the filter chain, dedup, tokenizer, shards),
+`search.py` (the search tool's index), `train.py` (the model's shape, the training loop), `sft.py`
+(chat fine-tuning and the "I don't know" builder), `presets.py` (named sets of training values)
+and `serve.py` (the terminal chat's defaults and the model server). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
 section from here.
 """
@@ -50,6 +51,7 @@ from infra.settings.presets import PRESETS, preset_values
 from infra.settings.search import SearchSettings
 from infra.settings.serve import ChatSettings, ServeSettings
 from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSettings, StorageSettings
+from infra.settings.sft import IdkSettings, SftSettings, SftTrainSettings
 from infra.settings.train import ModelSettings, TrainSettings
 
 
@@ -75,6 +77,8 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    sft: SftSettings = Field(default_factory=SftSettings)
+    idk: IdkSettings = Field(default_factory=IdkSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 

@@ -14,7 +14,9 @@ A preset sits just above the defaults: a YAML file, the environment and `--set` 
 
 The CPU presets were sized on this project's 2-core machine (BENCHMARKS.md, "Pretraining"):
 cpu-tiny in a few minutes, cpu-small in tens of minutes. The GPU presets take settings that
-are published as known to work at those sizes, cited at each.
+are published as known to work at those sizes, cited at each. Each preset also sets `sft.train`,
+the loop of `crawl2chat sft` on a base of that size (its model is the base's;
+bench/bench_sft_quality.py runs the CPU ones on the real conversations).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "schedule": "cosine", "min_lr_ratio": 0.1, "eval_every": 100, "eval_tokens": 32_768,
             "checkpoint_every": 100, "log_every": 10, "sample_tokens": 24,
         },
+        "sft": {"train": {
+            "batch_size": 16, "max_steps": 150, "lr": 1e-3, "warmup_steps": 10, "eval_every": 50, "eval_tokens": 32_768,
+            "checkpoint_every": 50, "log_every": 10, "sample_tokens": 32,
+        }},
     },
     "cpu-small": {
         "model": {"n_layer": 4, "n_head": 4, "n_kv_head": 4, "n_embd": 256, "seq_len": 256},
@@ -37,6 +43,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "schedule": "cosine", "min_lr_ratio": 0.1, "eval_every": 250, "eval_tokens": 65_536,
             "checkpoint_every": 250, "log_every": 25, "sample_tokens": 32,
         },
+        "sft": {"train": {
+            "batch_size": 16, "max_steps": 150, "lr": 5e-4, "warmup_steps": 10, "eval_every": 25, "eval_tokens": 65_536,
+            "checkpoint_every": 50, "log_every": 5, "sample_tokens": 48,
+        }},
     },
     # GPT-2 small (124M with GPT-2's 50k vocabulary) as reproduced in Karpathy's build-nanogpt
     # / llm.c: AdamW lr 6e-4 (also GPT-3 paper, Table 2.1, "Small"), betas (0.9, 0.95), weight
@@ -50,6 +60,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "grad_clip": 1.0, "eval_every": 250, "eval_tokens": 1_048_576, "checkpoint_every": 1000,
             "log_every": 10, "compile": True, "device": "cuda",
         },
+        # SFT at a tenth of the pretraining peak, 128 packed rows of 1,024 per step (8 GPUs x 1
+        # micro-step or 1 GPU x 8); packed rows have one shape, so compiling pays.
+        "sft": {"train": {
+            "batch_size": 16, "total_batch_tokens": 131_072, "max_steps": 2000, "lr": 6e-5, "warmup_steps": 50,
+            "eval_every": 200, "eval_tokens": 524_288, "checkpoint_every": 500, "log_every": 10, "compile": True,
+            "device": "cuda",
+        }},
     },
     # TinyLlama 1.1B's shape and recipe (Zhang et al. 2024, arXiv:2401.02385): 22 layers, 2048
     # wide, 32 query / 4 key-value heads, SwiGLU 5632, context 2048; AdamW lr 4e-4 with 2,000
@@ -64,6 +81,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "grad_clip": 1.0, "eval_every": 500, "eval_tokens": 2_097_152, "checkpoint_every": 1000,
             "log_every": 10, "compile": True, "device": "cuda",
         },
+        "sft": {"train": {
+            "batch_size": 8, "total_batch_tokens": 262_144, "max_steps": 2000, "lr": 4e-5, "warmup_steps": 50,
+            "eval_every": 200, "eval_tokens": 1_048_576, "checkpoint_every": 500, "log_every": 10, "compile": True,
+            "device": "cuda",
+        }},
     },
 }
 

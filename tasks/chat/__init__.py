@@ -23,6 +23,8 @@ Modules, one concern each:
 - mix.py: several sources with weights, mixed deterministically by seed
 - qa.py: questions with known short answers taken from the pipeline's own documents
 - search_examples.py: SFT conversations that teach the search tool, checked against the index
+- idk.py: "I don't know" conversations from probing a model with qa.py's questions, and the
+  refusal-rate / accuracy evaluation
 
 Rendering to tokens with the loss mask is model/chat.py (the model layer needs it too).
 """

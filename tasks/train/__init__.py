@@ -1,1 +1,1 @@
-"""The training stages: pretraining here; SFT, reward, PPO, DPO and GRPO build on model/trainer.py too."""
+"""The training stages on model/trainer.py: pretraining (pretrain.py) and chat SFT (sft.py); reward, PPO, DPO and GRPO build on them."""
