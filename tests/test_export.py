@@ -26,7 +26,7 @@ from model.export import (
     load_for_inference,
 )
 from model.gpt import GPT, GPTConfig
-from model.tokenizer import BOS, IM_END, BpeTokenizer
+from model.tokenizer import BOS, IM_END, IM_SEP, IM_START, RESULT_END, RESULT_START, SEARCH_END, SEARCH_START, BpeTokenizer
 
 transformers = pytest.importorskip("transformers")  # the `test` extra
 
@@ -191,6 +191,28 @@ def test_plain_text_encodes_and_decodes_alike(realdata, tokenizer, hf_tokenizer,
         assert hf_tokenizer(text)["input_ids"] == [tokenizer.bos_id, *ours]  # a document starts with <|bos|>
         assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == ours
         assert hf_tokenizer.decode(ours) == text == tokenizer.decode(ours)
+
+
+def test_chat_template_renders_search_calls_and_results(tokenizer, hf_tokenizer):
+    """An assistant turn with typed parts (model/chat.py): text, a search call, its results."""
+    messages = [
+        {"role": "user", "content": "Who wrote Hamlet?"},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Let me look that up."}, {"type": "search", "query": "Hamlet author"},
+            {"type": "search_results", "text": "Hamlet is a tragedy by William Shakespeare."},
+            {"type": "text", "text": "William Shakespeare wrote it."}]},
+    ]
+    special, encode = tokenizer.special_ids, tokenizer.encode
+    expected = [
+        tokenizer.bos_id, special[IM_START], *encode("user"), special[IM_SEP], *encode("Who wrote Hamlet?"), special[IM_END],
+        special[IM_START], *encode("assistant"), special[IM_SEP], *encode("Let me look that up."),
+        special[SEARCH_START], *encode("Hamlet author"), special[SEARCH_END],
+        special[RESULT_START], *encode("Hamlet is a tragedy by William Shakespeare."), special[RESULT_END],
+        *encode("William Shakespeare wrote it."), special[IM_END],
+    ]
+    assert hf_tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"] == expected
+    with pytest.raises(Exception, match="unknown content part type: image"):
+        hf_tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "image", "url": "x"}]}])
 
 
 def test_special_token_strings_inside_messages_differ_as_documented(tokenizer, hf_tokenizer):
