@@ -133,8 +133,8 @@ def hf_config(config: GPTConfig, tokenizer: BpeTokenizer, dtype: str = "float32"
 
 
 def generation_config(tokenizer: BpeTokenizer) -> dict[str, Any]:
-    """Stop at the end of an assistant turn or of a text; pad with `<|bos|>`, which is never mistaken
-    for content because every row has its own."""
+    """Stop at the end of an assistant turn or of a text. There is no pad token: padding takes
+    `<|bos|>`'s id and the attention mask keeps it out."""
     return {
         "bos_token_id": tokenizer.bos_id,
         "eos_token_id": [tokenizer.special_ids[IM_END], tokenizer.bos_id],
@@ -186,6 +186,8 @@ def export_model(model: GPT, tokenizer: BpeTokenizer, output: str, storage: Stor
         raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     storage = storage or Storage()
     config = hf_config(model.config, tokenizer, dtype)
+    if storage.exists(join(output, CONFIG_FILE)):  # an older export here: uncommit it before replacing its files
+        storage.delete(join(output, CONFIG_FILE))
     storage.write_bytes(join(output, WEIGHTS_FILE), save_safetensors(hf_tensors(model, dtype), metadata={"format": "pt"}))
     storage.write_text(join(output, TOKENIZER_FILE), hf_tokenizer_json(tokenizer))
     storage.write_text(join(output, TOKENIZER_CONFIG_FILE), json.dumps(tokenizer_config(tokenizer, model.config.seq_len), indent=2))

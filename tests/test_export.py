@@ -239,8 +239,9 @@ def _checkpoint(tokenizer, storage: Storage, run: str) -> GPT:
 def test_export_hf_command_writes_a_directory_transformers_loads(tokenizer, tmp_path, capsys):
     model = _checkpoint(tokenizer, Storage(), str(tmp_path / "run"))
     out = tmp_path / "hf"
-    assert main(["export-hf", "--checkpoint", str(tmp_path / "run"), "--output", str(out)]) == 0
-    assert "sft step 3" in capsys.readouterr().out
+    for _ in range(2):  # a rerun replaces the export in place
+        assert main(["export-hf", "--checkpoint", str(tmp_path / "run"), "--output", str(out)]) == 0
+        assert "sft step 3" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE, "tokenizer.json", TOKENIZER_CONFIG_FILE])
     hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
