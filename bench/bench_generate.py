@@ -6,8 +6,7 @@ greedy, at batch 1 and batch 8, the same prompt and the same token budget, in on
 
 Contenders:
 - `engine`: `model.engine.Engine(model, tokenizer).generate(prompts, SamplingParams(max_tokens=N,
-  temperature=0, stop=()))`, the sampler that chat, serve and the RL stages use (skipped, and
-  said so, where it is absent);
+  temperature=0, stop=()))`, the sampler that chat, serve and the RL stages use;
 - `cached loop`: the plainest greedy loop over `model.gpt.KVCache` (prefill, then one token per
   forward), written here as the reference for what the engine adds;
 - `transformers`: `generate(do_sample=False, max_new_tokens=N)` with its default dynamic cache.
@@ -28,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.realtext import realdata_texts, realdata_tokenizer  # noqa: E402
 from infra.settings.train import ModelSettings  # noqa: E402
+from model.engine import Engine, SamplingParams  # noqa: E402
 from model.export import export_model, load_for_inference  # noqa: E402
 from model.gpt import GPT, GPTConfig, KVCache  # noqa: E402
 
@@ -65,13 +66,8 @@ def transformers_generate(hf_model, prompts: torch.Tensor, new_tokens: int) -> t
     return output[:, prompts.shape[1]:]
 
 
-def load_engine(model: GPT, tokenizer, new_tokens: int):
-    """`generate(prompts)` through the engine, or None where this checkout has none."""
-    try:
-        from model.engine import Engine, SamplingParams
-    except ImportError as error:
-        print(f"  engine: not measured ({error})")
-        return None
+def engine_generate(model: GPT, tokenizer, new_tokens: int):
+    """`generate(prompts)` through the engine, greedy, with no stop token."""
     engine, params = Engine(model, tokenizer), SamplingParams(max_tokens=new_tokens, temperature=0.0, stop=())
     return lambda prompts: [list(c.tokens) for c in engine.generate(prompts.tolist(), params)]
 
@@ -93,8 +89,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--batches", type=int, nargs="*", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import transformers
 
@@ -112,14 +111,14 @@ def main() -> None:
     hf_model.generation_config.eos_token_id = None  # spend the whole budget, as the loop does
     text = next(t for t in realdata_texts() if len(tokenizer.encode(t)) >= args.prompt_tokens)
     prompt = [tokenizer.bos_id, *tokenizer.encode(text)][: args.prompt_tokens]
-    engine = load_engine(model, tokenizer, args.new_tokens)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: timings are under whatever else shares "
+          "the machine, so read the ratios (contenders take turns)", flush=True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads; "
           f"{model.config.num_params():,} parameters; prompt {len(prompt)} tokens, {args.new_tokens} new", flush=True)
 
-    contenders = {"cached loop": lambda p: cached_loop(model, p, args.new_tokens).tolist(),
+    contenders = {"engine": engine_generate(model, tokenizer, args.new_tokens),
+                  "cached loop": lambda p: cached_loop(model, p, args.new_tokens).tolist(),
                   "transformers": lambda p: transformers_generate(hf_model, p, args.new_tokens).tolist()}
-    if engine is not None:
-        contenders["engine"] = engine
     results = []
     for batch in args.batches:
         prompts = torch.tensor([prompt] * batch)
