@@ -32,20 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 import tiktoken  # noqa: E402
 
+from bench.realtext import REALDATA_TEXT, load_texts  # noqa: E402
 from model.tokenizer import SPLIT_PATTERN, BpeTokenizer  # noqa: E402
 
-REALDATA_TEXT = ROOT.parent / "shared" / "realdata" / "pretrain_text"
 BENCH_PYTHON = ROOT / ".bench" / "venv" / "bin" / "python"
-
-
-def load_texts(paths: list[Path]) -> list[str]:
-    texts = []
-    for path in paths:
-        if path.suffix == ".jsonl":
-            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line]
-        else:
-            texts += [block for block in path.read_text(encoding="utf-8").split("\n\n") if block.strip()]
-    return texts
 
 
 def best_seconds(run, repeat: int) -> float:

@@ -23,10 +23,11 @@ GPT's architecture is Qwen3's, so the weights go across renamed and nothing else
 tests check logits, greedy continuations and chat-template ids against transformers itself.
 config.json is written last: a crash mid-export leaves a directory no loader takes for whole.
 
-One difference cannot be closed: transformers renders a chat to a string and then tokenizes
-it, so a special-token string typed inside a message (say "<|im_end|>") becomes that special
-token there, while `encode_chat` encodes message text as plain text and no content can forge a
-turn boundary. Our own chat, serve and training paths all use `encode_chat`.
+Two differences cannot be closed, because transformers renders a chat to one string and then
+tokenizes it: a special-token string typed inside a message (say "<|im_end|>") becomes that
+special token there, while `encode_chat` encodes message text as plain text, so no content can
+forge a turn boundary; and two text parts in a row are tokenized as one text there, as two here
+(the ids can differ where they meet). Our own chat, serve and training paths all use `encode_chat`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,18 @@ from safetensors.torch import save as save_safetensors
 from infra.storage import Storage, join
 from model.checkpoint import CheckpointError, load_model, load_weights, model_tensors
 from model.gpt import GPT, GPTConfig
-from model.tokenizer import BOS, IM_END, IM_SEP, IM_START, SPECIAL_TOKENS, BpeTokenizer
+from model.tokenizer import (
+    BOS,
+    IM_END,
+    IM_SEP,
+    IM_START,
+    RESULT_END,
+    RESULT_START,
+    SEARCH_END,
+    SEARCH_START,
+    SPECIAL_TOKENS,
+    BpeTokenizer,
+)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -52,12 +64,21 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PREFIX = "model."  # transformers keeps the decoder under `model`; only the head sits outside it
 
-# `BpeTokenizer.encode_chat` in Jinja, for `apply_chat_template`. One line with no whitespace
-# outside the tags, because every character outside them is output.
+# `BpeTokenizer.encode_chat` in Jinja, for `apply_chat_template`: a content is a string or, for
+# an assistant that used the search tool, a list of typed parts (model/chat.py): text, a search
+# call, its results. No whitespace outside the tags: every character outside them is output.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
-    f"{{{{ '{IM_START}' + message['role'] + '{IM_SEP}' + message['content'] + '{IM_END}' }}}}"
+    f"{{{{ '{IM_START}' + message['role'] + '{IM_SEP}' }}}}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    f"{{% elif part['type'] == 'search' %}}{{{{ '{SEARCH_START}' + part['query'] + '{SEARCH_END}' }}}}"
+    f"{{% elif part['type'] == 'search_results' %}}{{{{ '{RESULT_START}' + part['text'] + '{RESULT_END}' }}}}"
+    "{% else %}{{ raise_exception('unknown content part type: ' + part['type']) }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    f"{{{{ '{IM_END}' }}}}"
     "{% endfor %}"
     f"{{% if add_generation_prompt %}}{{{{ '{IM_START}assistant{IM_SEP}' }}}}{{% endif %}}"
 )
@@ -112,8 +133,8 @@ def hf_config(config: GPTConfig, tokenizer: BpeTokenizer, dtype: str = "float32"
 
 
 def generation_config(tokenizer: BpeTokenizer) -> dict[str, Any]:
-    """Stop at the end of an assistant turn or of a text; pad with `<|bos|>`, which is never mistaken
-    for content because every row has its own."""
+    """Stop at the end of an assistant turn or of a text. There is no pad token: padding takes
+    `<|bos|>`'s id and the attention mask keeps it out."""
     return {
         "bos_token_id": tokenizer.bos_id,
         "eos_token_id": [tokenizer.special_ids[IM_END], tokenizer.bos_id],
@@ -165,6 +186,8 @@ def export_model(model: GPT, tokenizer: BpeTokenizer, output: str, storage: Stor
         raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     storage = storage or Storage()
     config = hf_config(model.config, tokenizer, dtype)
+    if storage.exists(join(output, CONFIG_FILE)):  # an older export here: uncommit it before replacing its files
+        storage.delete(join(output, CONFIG_FILE))
     storage.write_bytes(join(output, WEIGHTS_FILE), save_safetensors(hf_tensors(model, dtype), metadata={"format": "pt"}))
     storage.write_text(join(output, TOKENIZER_FILE), hf_tokenizer_json(tokenizer))
     storage.write_text(join(output, TOKENIZER_CONFIG_FILE), json.dumps(tokenizer_config(tokenizer, model.config.seq_len), indent=2))

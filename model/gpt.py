@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from infra.settings.train import ModelSettings
+from model.loss import linear_cross_entropy
 
 
 class GPTConfig(BaseModel):
@@ -213,11 +214,12 @@ class GPT(nn.Module):
         mask: Tensor | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
-        """Logits (B, T, vocab), or with `targets` the mean cross-entropy over targets != -1."""
-        logits = self.lm_head(self.hidden_states(idx, positions, mask, cache))
+        """Logits (B, T, vocab), or with `targets` the mean cross-entropy over targets != -1
+        (fused with the head, model/loss.py: the full logits are never made)."""
+        hidden = self.hidden_states(idx, positions, mask, cache)
         if targets is None:
-            return logits
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+            return self.lm_head(hidden)
+        return linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(), ignore_index=-1)
 
 
 class KVCache:

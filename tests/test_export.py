@@ -26,7 +26,7 @@ from model.export import (
     load_for_inference,
 )
 from model.gpt import GPT, GPTConfig
-from model.tokenizer import BOS, IM_END, BpeTokenizer
+from model.tokenizer import BOS, IM_END, IM_SEP, IM_START, RESULT_END, RESULT_START, SEARCH_END, SEARCH_START, BpeTokenizer
 
 transformers = pytest.importorskip("transformers")  # the `test` extra
 
@@ -193,6 +193,28 @@ def test_plain_text_encodes_and_decodes_alike(realdata, tokenizer, hf_tokenizer,
         assert hf_tokenizer.decode(ours) == text == tokenizer.decode(ours)
 
 
+def test_chat_template_renders_search_calls_and_results(tokenizer, hf_tokenizer):
+    """An assistant turn with typed parts (model/chat.py): text, a search call, its results."""
+    messages = [
+        {"role": "user", "content": "Who wrote Hamlet?"},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Let me look that up."}, {"type": "search", "query": "Hamlet author"},
+            {"type": "search_results", "text": "Hamlet is a tragedy by William Shakespeare."},
+            {"type": "text", "text": "William Shakespeare wrote it."}]},
+    ]
+    special, encode = tokenizer.special_ids, tokenizer.encode
+    expected = [
+        tokenizer.bos_id, special[IM_START], *encode("user"), special[IM_SEP], *encode("Who wrote Hamlet?"), special[IM_END],
+        special[IM_START], *encode("assistant"), special[IM_SEP], *encode("Let me look that up."),
+        special[SEARCH_START], *encode("Hamlet author"), special[SEARCH_END],
+        special[RESULT_START], *encode("Hamlet is a tragedy by William Shakespeare."), special[RESULT_END],
+        *encode("William Shakespeare wrote it."), special[IM_END],
+    ]
+    assert hf_tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"] == expected
+    with pytest.raises(Exception, match="unknown content part type: image"):
+        hf_tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "image", "url": "x"}]}])
+
+
 def test_special_token_strings_inside_messages_differ_as_documented(tokenizer, hf_tokenizer):
     """transformers tokenizes the rendered template, so "<|im_end|>" typed in a message becomes the
     special token there; ours stays plain text (model/export.py's docstring says so)."""
@@ -217,8 +239,9 @@ def _checkpoint(tokenizer, storage: Storage, run: str) -> GPT:
 def test_export_hf_command_writes_a_directory_transformers_loads(tokenizer, tmp_path, capsys):
     model = _checkpoint(tokenizer, Storage(), str(tmp_path / "run"))
     out = tmp_path / "hf"
-    assert main(["export-hf", "--checkpoint", str(tmp_path / "run"), "--output", str(out)]) == 0
-    assert "sft step 3" in capsys.readouterr().out
+    for _ in range(2):  # a rerun replaces the export in place
+        assert main(["export-hf", "--checkpoint", str(tmp_path / "run"), "--output", str(out)]) == 0
+        assert "sft step 3" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE, "tokenizer.json", TOKENIZER_CONFIG_FILE])
     hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
