@@ -13,7 +13,8 @@ stores flow parameters) and can take them from a Prefect Secret block.
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py` (inputs,
 the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
 (the model's shape, the training loop), `presets.py` (named sets of training values) and
-`serve.py` (the terminal chat's defaults and the model server). Every
+`serve.py` (the terminal chat's defaults and the model server) and `rl.py` (the preference
+and RL stages, each with its own training loop settings). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
 section from here.
 """
@@ -44,6 +45,7 @@ from infra.settings.data import (
     UrlFilterSettings,
 )
 from infra.settings.presets import PRESETS, preset_values
+from infra.settings.rl import ArithmeticSettings, DpoSettings, DpoTrainSettings, GrpoSettings, GrpoTrainSettings
 from infra.settings.search import SearchSettings
 from infra.settings.serve import ChatSettings, ServeSettings
 from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSettings, StorageSettings
@@ -71,6 +73,8 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    dpo: DpoSettings = Field(default_factory=DpoSettings)
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
