@@ -131,6 +131,7 @@ class GrpoSettings(Section):
     system_prompt: str | None = None
     instruction: str = ""  # appended to every question, e.g. " End with a line '#### <answer>'."
     val_problems: int = Field(200, ge=1)  # held-out problems per evaluation (greedy)
+    log_completions: bool = False  # every rollout's rows (text, ids, rewards) to <output>/completions/
     arithmetic: ArithmeticSettings = Field(default_factory=ArithmeticSettings)
     train: GrpoTrainSettings = Field(default_factory=GrpoTrainSettings)
 

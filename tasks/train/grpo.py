@@ -26,6 +26,11 @@ the sampling distribution), `clip_fraction` (tokens where the clip took the grad
 `grpo.train.eval_every`, the end): greedy replies to the held-out problems, `val_accuracy`,
 `val_format_rate`, `val_response_length`, and three of them with their scores in samples.jsonl.
 
+With `grpo.log_completions`, every rollout's rows go to `<output>/completions/rollout-<k>-rank-<r>.jsonl`
+(one file per rollout and process, so nothing is rewritten): the question, gold answer, reply,
+finish reason, reward, advantage, and the prompt's and reply's token ids with the reply's
+sampling log-probabilities, enough to replay a rollout exactly (bench/bench_rl_vs_trl.py does).
+
 Exact resume: the problems of rollout k are a pure function of k (arithmetic: generated from the
 seed; files: a seeded permutation per epoch) and so is the engine's sampling seed, so a
 checkpoint holds the rollout count and, when it falls inside a rollout's steps, that rollout
@@ -64,6 +69,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "grpo"
 SAMPLES_FILE = "samples.jsonl"
+COMPLETIONS_DIR = "completions"
 EVAL_BATCH = 64  # held-out prompts per engine call
 ROLLOUT_STATS = ("reward_mean", "reward_std", "correct_rate", "format_rate", "response_length", "truncated_rate",
                  "distinct_2", "zero_advantage_groups")
@@ -101,11 +107,13 @@ class Rollout:
     advantages: Tensor  # (N,)
     old_logps: Tensor | None  # (N, L - 1): the sampling policy's, when a rollout feeds several updates
     ref_logps: Tensor | None  # (N, L - 1): the reference's, when beta > 0
+    rewards: list[float] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         return {"ids": self.ids, "mask": self.mask, "lengths": self.lengths, "advantages": self.advantages,
-                "old_logps": self.old_logps, "ref_logps": self.ref_logps, "stats": dict(self.stats)}
+                "old_logps": self.old_logps, "ref_logps": self.ref_logps, "rewards": list(self.rewards),
+                "stats": dict(self.stats)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Rollout:
@@ -201,7 +209,7 @@ def grpo(settings: Settings, policy_uri: str, output_uri: str, task: str | None 
     if sum(too_long):
         log.warning("%s: %d problems skipped (too_long: prompt + grpo.max_new_tokens over the context of %d)",
                     STAGE, sum(too_long), seq_len)
-    task_key = hashlib.sha256(json.dumps({"task": task, **identity, "grpo": g.model_dump(exclude={"train"}),
+    task_key = hashlib.sha256(json.dumps({"task": task, **identity, "grpo": g.model_dump(exclude={"train", "log_completions"}),
                                           "policy": policy.weights_sha256, "world_size": dist.world_size},
                                          sort_keys=True, default=str).encode()).hexdigest()
     saved_key = checkpoint_meta(storage, output_uri).get("task_key") if resume else None
@@ -254,7 +262,20 @@ def grpo(settings: Settings, policy_uri: str, output_uri: str, task: str | None 
         completions = Engine(trainer.raw, tokenizer).generate(prompts, sampling, num_samples=G, seed=seed)
         seconds = time.perf_counter() - began
         clock["generate"] += seconds
-        return assemble(batch, prompts, completions, seconds)
+        rollout = assemble(batch, prompts, completions, seconds)
+        if g.log_completions:
+            log_rollout(k, batch, prompts, completions, rollout)
+        return rollout
+
+    def log_rollout(k: int, batch: list[Problem], prompts: list[list[int]], completions: list[Completion],
+                    rollout: Rollout) -> None:
+        rows = [{"step": trainer.step + 1, "rollout": k, "prompt": c.prompt, "sample": c.sample,
+                 "question": batch[c.prompt].question, "gold": batch[c.prompt].answer, "reply": c.text,
+                 "finish_reason": c.finish_reason, "reward": reward, "advantage": float(rollout.advantages[row]),
+                 "prompt_ids": prompts[c.prompt], "completion_ids": c.tokens, "logprobs": c.logprobs}
+                for row, (c, reward) in enumerate(zip(completions, rollout.rewards))]
+        uri = join(output_uri, COMPLETIONS_DIR, f"rollout-{k:06d}-rank-{dist.rank}.jsonl")
+        storage.write_text(uri, "".join(json.dumps(row) + "\n" for row in rows))
 
     def assemble(batch: list[Problem], prompts: list[list[int]], completions: list[Completion],
                  seconds: float) -> Rollout:
@@ -294,7 +315,7 @@ def grpo(settings: Settings, policy_uri: str, output_uri: str, task: str | None 
             "truncated_rate": truncated / n, "distinct_2": distinct / ranks, "zero_advantage_groups": zero_groups / groups,
             "rollout_tokens_per_second": gen_tokens / max(gen_seconds / ranks, 1e-9),
         }
-        return Rollout(ids, mask, lengths, advantages, old, ref, rollout_stats)
+        return Rollout(ids, mask, lengths, advantages, old, ref, rewards.flatten().tolist(), rollout_stats)
 
     def rows_for(k: int, update: int, micro_step: int) -> Tensor:
         epoch, minibatch = divmod(update, g.minibatches)
