@@ -13,6 +13,8 @@
     crawl2chat chat --checkpoint runs/sft | serve-model --checkpoint runs/sft     talk to a model
     crawl2chat sft --base data/base --data chat.jsonl idk.jsonl:2 --output data/sft
     crawl2chat idk build --model data/sft --qa qa.jsonl --output idk.jsonl | idk eval ...
+    crawl2chat dpo --policy runs/sft --data pairs.jsonl --output runs/dpo         preference pairs
+    crawl2chat grpo --policy runs/sft --task arithmetic --output runs/grpo       checkable answers
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -47,6 +49,7 @@ COMMAND_MODULES = [
     "flows.commands.sft",
     "flows.commands.service",
     "flows.commands.chat",
+    "flows.commands.policy",
 ]
 
 

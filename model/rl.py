@@ -1,4 +1,5 @@
-"""Per-token quantities the preference and RL trainers share (DPO, PPO, GRPO, reward scoring).
+"""Per-token quantities the preference and RL trainers share (DPO, PPO, GRPO, reward scoring),
+the clipped policy objective of PPO and GRPO, and rollout statistics.
 
 Conventions: a batch of sequences is `ids` (B, T); `mask` (B, T) marks the tokens a loss or a
 statistic covers (the reply a policy produced, never the prompt, padding or tool results).
@@ -8,6 +9,7 @@ per-token tensor here is (B, T - 1) and lines up with `ids[:, 1:]` and `mask[:, 
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from typing import Literal
 
 import torch
@@ -64,3 +66,29 @@ def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: fl
     variance = masked_mean((values - mean).pow(2), mask)
     whitened = (values - mean) * torch.rsqrt(variance + eps)
     return whitened if shift_mean else whitened + mean
+
+
+# -- policy-gradient pieces (GRPO, PPO) and rollout statistics ---------------------------------
+
+
+def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, clip_low: float,
+                      clip_high: float) -> tuple[Tensor, Tensor]:
+    """PPO's clipped objective per token, as a loss to minimise, and where the clip is active.
+
+    loss = -min(r A, clip(r, 1 - clip_low, 1 + clip_high) A) with r = exp(logp - old_logp);
+    `advantages` broadcasts against `logp` ((B, 1) for one advantage per sequence). A token is
+    clipped where the clipped term is the one taken and its gradient is zero: r below
+    1 - clip_low with A < 0, or above 1 + clip_high with A > 0 (DAPO's asymmetric clip is
+    clip_high > clip_low)."""
+    ratio = torch.exp(logp - old_logp)
+    loss = -torch.minimum(ratio * advantages, ratio.clamp(1 - clip_low, 1 + clip_high) * advantages)
+    clipped = ((ratio < 1 - clip_low) & (advantages < 0)) | ((ratio > 1 + clip_high) & (advantages > 0))
+    return loss, clipped
+
+
+def distinct_n(sequences: Sequence[Sequence[Hashable]], n: int = 2) -> float:
+    """Distinct n-grams over all n-grams of `sequences` (Li et al. 2016's distinct-n), pooled:
+    1.0 when no n-gram repeats anywhere, towards 0 as replies collapse onto one. The RL stages
+    pass each reply's token ids (its stop token left out); 0.0 when no reply has n tokens."""
+    grams = [tuple(sequence[i : i + n]) for sequence in sequences for i in range(len(sequence) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0

@@ -38,7 +38,10 @@ the top level (subclass GPT or add the head as an attribute), so its checkpoints
 `model.checkpoint.load_weights`. RL stages feed rollouts through `next_batch` (it may call the
 engine on `trainer.raw`); PPO's epochs over one rollout batch are just more micro-batches from
 the same source. Hooks: `on_step(StepResult)` after every optimizer step (a KL controller, a
-reference update); `evaluate(step)` returns the metrics of an eval line.
+reference update) may return a dict of metrics that go into that step's metrics line under
+their own names (the RL stages' `reward_mean`, `kl`, `generate_share`, ...: statistics of a
+rollout or a whole step, not sums over items); `evaluate(step)` returns the metrics of an eval
+line.
 
 Outputs under `run` (local or s3://):
 - `checkpoints/` (model/checkpoint.py): weights, and `trainer.pt` with everything resume needs:
@@ -323,7 +326,7 @@ class Trainer:
         accum_steps: int = 1,
         data_state: Callable[[], Any] | None = None,
         evaluate: Callable[[int], dict[str, float]] | None = None,
-        on_step: Callable[[StepResult], None] | None = None,
+        on_step: Callable[[StepResult], dict[str, Any] | None] | None = None,
     ) -> dict[str, Any]:
         """Train until `train.max_steps` (or a SIGTERM); return a summary. `next_batch(i)` gives
         micro-step i's batch (0 <= i < accum_steps), already on the device."""
@@ -343,8 +346,7 @@ class Trainer:
                 self.elapsed += seconds
                 interval_seconds += seconds
                 interval_tokens += result.tokens
-                if on_step is not None:
-                    on_step(result)
+                step_metrics = on_step(result) if on_step is not None else None
                 stopping = self._stop_requested  # agreed by every rank inside _train_step
                 final = self.step == s.max_steps
                 evaluating = evaluate is not None and (final or (s.eval_every and self.step % s.eval_every == 0))
@@ -352,6 +354,7 @@ class Trainer:
                 if logging_now:
                     record = self._progress(result, interval_tokens / max(interval_seconds, 1e-9), seconds_per_step=interval_seconds / max(1, self.step - started))
                     interval_seconds, interval_tokens, started = 0.0, 0, self.step
+                    record.update(step_metrics or {})
                     if evaluating:
                         last_eval = self._evaluate(evaluate)
                         record.update(last_eval)

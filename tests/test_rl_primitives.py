@@ -1,10 +1,11 @@
-"""The shared per-token RL quantities: log-probabilities, KL estimators, masked statistics."""
+"""The shared per-token RL quantities: log-probabilities, KL estimators, masked statistics, the
+clipped surrogate and distinct-n."""
 
 from __future__ import annotations
 
 import torch
 
-from model.rl import entropy, gather_logprobs, kl_estimate, masked_mean, masked_whiten
+from model.rl import clipped_surrogate, distinct_n, entropy, gather_logprobs, kl_estimate, masked_mean, masked_whiten
 
 
 def test_gather_logprobs_equals_log_softmax():
@@ -39,3 +40,22 @@ def test_masked_statistics_ignore_what_is_masked():
 
 def test_entropy_of_uniform_is_log_vocab():
     assert torch.allclose(entropy(torch.zeros(3, 8)), torch.full((3,), torch.log(torch.tensor(8.0))))
+
+
+def test_clipped_surrogate_clips_each_side_where_it_should():
+    old = torch.zeros(6)
+    ratios = torch.tensor([1.0, 1.5, 1.5, 0.5, 0.5, 1.25])
+    advantages = torch.tensor([2.0, 1.0, -1.0, -1.0, 1.0, 1.0])
+    logp = ratios.log().requires_grad_()
+    loss, clipped = clipped_surrogate(logp, old, advantages, clip_low=0.2, clip_high=0.28)
+    # r A unclipped, except r=1.5 with A>0 (capped at 1.28) and r=0.5 with A<0 (floored at 0.8)
+    assert torch.allclose(loss, torch.tensor([-2.0, -1.28, 1.5, 0.8, -0.5, -1.25]))
+    assert clipped.tolist() == [False, True, False, True, False, False]
+    loss.sum().backward()
+    assert (logp.grad[clipped] == 0).all() and (logp.grad[~clipped] != 0).all()  # no gradient through the clip
+
+
+def test_distinct_n_pools_the_replies():
+    assert distinct_n([[1, 2, 3], [1, 2, 4]], 2) == 3 / 4  # (1,2) twice, (2,3), (2,4)
+    assert distinct_n([[5, 5, 5, 5]], 2) == 1 / 3
+    assert distinct_n([[1], []], 2) == 0.0

@@ -13,8 +13,9 @@ stores flow parameters) and can take them from a Prefect Secret block.
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py`
 (jobs: unit quarantine and output leases; inputs, the filter chain, dedup, tokenizer, shards),
 `search.py` (the search tool's index), `train.py` (the model's shape, the training loop), `sft.py`
-(chat fine-tuning and the "I don't know" builder), `presets.py` (named sets of training values)
-and `serve.py` (the terminal chat's defaults and the model server). Every
+(chat fine-tuning and the "I don't know" builder), `rl.py` (the preference and RL stages, each
+with its own training loop settings), `presets.py` (named sets of training values) and `serve.py`
+(the terminal chat's defaults and the model server). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
 section from here.
 """
@@ -48,6 +49,7 @@ from infra.settings.data import (
     UrlFilterSettings,
 )
 from infra.settings.presets import PRESETS, preset_values
+from infra.settings.rl import ArithmeticSettings, DpoSettings, DpoTrainSettings, GrpoSettings, GrpoTrainSettings
 from infra.settings.search import SearchSettings
 from infra.settings.serve import ChatSettings, ServeSettings
 from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSettings, StorageSettings
@@ -79,6 +81,8 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     sft: SftSettings = Field(default_factory=SftSettings)
     idk: IdkSettings = Field(default_factory=IdkSettings)
+    dpo: DpoSettings = Field(default_factory=DpoSettings)
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
