@@ -11,6 +11,7 @@
     crawl2chat deploy --output s3://crawl2chat/cc                  deployments in their work pools
     crawl2chat backfill --snapshots CC-MAIN-2024-10,CC-MAIN-2024-18 --output s3://crawl2chat/cc
     crawl2chat chat --checkpoint runs/sft | serve-model --checkpoint runs/sft     talk to a model
+    crawl2chat reward | ppo | best-of-n | label      learn from preferences (flows/commands/rlhf.py)
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -42,6 +43,7 @@ COMMAND_MODULES = [
     "flows.commands.train",
     "flows.commands.service",
     "flows.commands.chat",
+    "flows.commands.rlhf",
 ]
 
 

@@ -64,3 +64,19 @@ def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: fl
     variance = masked_mean((values - mean).pow(2), mask)
     whitened = (values - mean) * torch.rsqrt(variance + eps)
     return whitened if shift_mean else whitened + mean
+
+
+# -- clipped objectives (PPO, and any trainer with a ratio to the sampling policy) ----------------
+
+
+def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, clip_low: float,
+                      clip_high: float | None = None) -> tuple[Tensor, Tensor]:
+    """PPO's clipped policy loss per token, and where the clip was active (bool).
+
+    With ratio = p / p_old: max(-A * ratio, -A * clamp(ratio, 1 - clip_low, 1 + clip_high)), the
+    pessimistic of the two (Schulman et al. 2017); `clip_high` defaults to `clip_low` (DAPO's
+    asymmetric clip sets it higher). A clipped token passes no gradient."""
+    ratio = torch.exp(logp - old_logp)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_low, 1 + (clip_low if clip_high is None else clip_high))
+    return torch.maximum(unclipped, clipped), clipped > unclipped

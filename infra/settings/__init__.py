@@ -12,8 +12,9 @@ stores flow parameters) and can take them from a Prefect Secret block.
 
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py` (inputs,
 the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
-(the model's shape, the training loop), `presets.py` (named sets of training values) and
-`serve.py` (the terminal chat's defaults and the model server). Every
+(the model's shape, the training loop), `presets.py` (named sets of training values),
+`serve.py` (the terminal chat's defaults and the model server) and `rl.py` (learning from
+preferences: reward model, PPO, best-of-N, RLAIF labelling). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
 section from here.
 """
@@ -44,6 +45,15 @@ from infra.settings.data import (
     UrlFilterSettings,
 )
 from infra.settings.presets import PRESETS, preset_values
+from infra.settings.rl import (
+    BestOfNSettings,
+    BestOfNTrainSettings,
+    LabelSettings,
+    PpoSettings,
+    PpoTrainSettings,
+    RewardSettings,
+    RewardTrainSettings,
+)
 from infra.settings.search import SearchSettings
 from infra.settings.serve import ChatSettings, ServeSettings
 from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSettings, StorageSettings
@@ -71,6 +81,10 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    reward: RewardSettings = Field(default_factory=RewardSettings)
+    ppo: PpoSettings = Field(default_factory=PpoSettings)
+    best_of_n: BestOfNSettings = Field(default_factory=BestOfNSettings)
+    label: LabelSettings = Field(default_factory=LabelSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
