@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from infra.storage import Storage
-from model.chat import ConversationError, render
+from model.chat import ConversationError, problem
 from model.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, load_weights
 from model.gpt import GPT, GPTConfig
 from model.tokenizer import BpeTokenizer
@@ -114,10 +114,14 @@ class RewardModel:
         return cls(model.to(device), checkpoint.tokenizer, batch_size, name=uri)
 
     def encode(self, conversation: Conversation) -> list[int]:
-        if not conversation or conversation[-1].get("role") != "assistant":
+        """The conversation's ids (its last `seq_len`). The reply may be empty: a policy that closes
+        its turn at once has said nothing, which is a reply to score (low), not malformed input."""
+        if not conversation or conversation[-1].get("role") != "assistant" or not isinstance(conversation[-1].get("content"), (str, list)):
             raise ConversationError("a reward model scores conversations that end in an assistant reply")
-        ids, _ = render(self.tokenizer, conversation)
-        return ids[-self.model.config.seq_len :]
+        reason = problem(conversation[:-1], needs_assistant=False) if len(conversation) > 1 else None
+        if reason:
+            raise ConversationError(f"not a usable conversation: {reason}")
+        return self.tokenizer.encode_chat(conversation)[-self.model.config.seq_len :]
 
     @torch.no_grad()
     def rewards(self, conversations: Sequence[Conversation]) -> list[float]:

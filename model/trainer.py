@@ -226,6 +226,17 @@ def plain(value: Any) -> Any:
     return value
 
 
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys, so that a difference names its leaf."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -323,8 +334,8 @@ class Trainer:
     def _check_inputs(self, saved: dict[str, Any] | None, where: str) -> None:
         if "inputs" not in self.meta:
             return
-        now, saved = json.loads(json.dumps(self.meta["inputs"])), saved or {}
-        differ = [f"{key}: {saved.get(key)!r} vs {now.get(key)!r}" for key in sorted(set(now) | set(saved))
+        now, saved = _flat(json.loads(json.dumps(self.meta["inputs"]))), _flat(saved or {})
+        differ = [f"{key} {saved.get(key)!r} vs {now.get(key)!r}" for key in sorted(set(now) | set(saved))
                   if saved.get(key) != now.get(key)]
         if differ:
             raise CheckpointError(f"checkpoint {where} was made from other inputs ({'; '.join(differ)}); "

@@ -125,3 +125,22 @@ def build_world(root: Path, steps: int = 80) -> World:
     pairs = write_jsonl(root / "pairs.jsonl", preference_pairs(rng, 240))
     prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": prompt_of(f"{topic} {i}")} for i in range(6) for topic in TOPICS])
     return World(root, tokenizer, policy, pairs, prompts)
+
+
+def _reply_words(conversation: list[dict]) -> list[str]:
+    return conversation[-1]["content"].split()
+
+
+def positive(conversations: list[list[dict]]) -> list[float]:
+    """1 for a reply that says more GOOD than BAD words, else 0: the programmatic reward."""
+    return [float(sentiment(conversation[-1]["content"]) > 0) for conversation in conversations]
+
+
+def wordy(conversations: list[list[dict]]) -> list[float]:
+    """A reward with a length bias: the more words the better, up to 12 (hackable by length)."""
+    return [min(1.0, len(_reply_words(conversation)) / 12) for conversation in conversations]
+
+
+def concise(conversations: list[list[dict]]) -> list[float]:
+    """The preference `wordy` stands in for: up to 6 words is best, every word more costs a sixth."""
+    return [max(0.0, 1 - max(0, len(_reply_words(conversation)) - 6) / 6) for conversation in conversations]
