@@ -144,3 +144,32 @@ def wordy(conversations: list[list[dict]]) -> list[float]:
 def concise(conversations: list[list[dict]]) -> list[float]:
     """The preference `wordy` stands in for: up to 6 words is best, every word more costs a sixth."""
     return [max(0.0, 1 - max(0, len(_reply_words(conversation)) - 6) / 6) for conversation in conversations]
+
+
+JUDGE_RUBRIC = "Better: [[A]] or [[B]]?"  # `label.rubric` for the tiny judge: the default rubric is longer than its context
+
+
+def judge_questions(topics: tuple[str, ...]) -> list[list[dict]]:
+    """Every one-word pair (a GOOD word against a BAD one) about `topics`, in both orders, as the
+    conversation `crawl2chat label` sends a judge plus the right verdict."""
+    from tasks.chat.label import judge_messages
+
+    rows = []
+    for topic in topics:
+        for good in GOOD:
+            for bad in BAD:
+                rows.append([*judge_messages(prompt_of(topic), good, bad, JUDGE_RUBRIC), {"role": "assistant", "content": "[[A]]"}])
+                rows.append([*judge_messages(prompt_of(topic), bad, good, JUDGE_RUBRIC), {"role": "assistant", "content": "[[B]]"}])
+    return rows
+
+
+def build_judge(root: Path, topics: tuple[str, ...] = TOPICS[:3], steps: int = 200) -> str:
+    """A run folder with a tiny chat model that answers the labelling question for one-word
+    replies, [[A]] or [[B]] for the reply with the GOOD word, learnt from pairs about `topics`
+    (it generalises to the other topics: the verdict depends only on the two reply words)."""
+    tokenizer = make_tokenizer(extra_texts=(JUDGE_RUBRIC, "[Conversation]\nUser: \n\n[Reply A]\n\n\n[Reply B]\n", "[[A]] [[B]]"))
+    model = train_chat_model(tokenizer, judge_questions(topics), steps, seq_len=64, seed=2, lr=5e-3)
+    judge = str(root / "judge")
+    save_checkpoint(Storage(), judge, steps, model_tensors(model), model.config, tokenizer, "sft",
+                    meta={"purpose": "tests: a tiny AI judge of one-word replies"}, final=True)
+    return judge
