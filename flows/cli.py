@@ -15,6 +15,7 @@
     crawl2chat idk build --model data/sft --qa qa.jsonl --output idk.jsonl | idk eval ...
     crawl2chat dpo --policy runs/sft --data pairs.jsonl --output runs/dpo         preference pairs
     crawl2chat grpo --policy runs/sft --task arithmetic --output runs/grpo       checkable answers
+    crawl2chat reward | ppo | best-of-n | label      learn from preferences (flows/commands/rlhf.py)
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
@@ -50,6 +51,7 @@ COMMAND_MODULES = [
     "flows.commands.service",
     "flows.commands.chat",
     "flows.commands.policy",
+    "flows.commands.rlhf",
 ]
 
 

@@ -72,14 +72,15 @@ def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: fl
 
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, clip_low: float,
-                      clip_high: float) -> tuple[Tensor, Tensor]:
+                      clip_high: float | None = None) -> tuple[Tensor, Tensor]:
     """PPO's clipped objective per token, as a loss to minimise, and where the clip is active.
 
     loss = -min(r A, clip(r, 1 - clip_low, 1 + clip_high) A) with r = exp(logp - old_logp);
     `advantages` broadcasts against `logp` ((B, 1) for one advantage per sequence). A token is
     clipped where the clipped term is the one taken and its gradient is zero: r below
     1 - clip_low with A < 0, or above 1 + clip_high with A > 0 (DAPO's asymmetric clip is
-    clip_high > clip_low)."""
+    clip_high > clip_low; it defaults to clip_low)."""
+    clip_high = clip_low if clip_high is None else clip_high
     ratio = torch.exp(logp - old_logp)
     loss = -torch.minimum(ratio * advantages, ratio.clamp(1 - clip_low, 1 + clip_high) * advantages)
     clipped = ((ratio < 1 - clip_low) & (advantages < 0)) | ((ratio > 1 + clip_high) & (advantages > 0))

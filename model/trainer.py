@@ -41,7 +41,9 @@ the same source. Hooks: `on_step(StepResult)` after every optimizer step (a KL c
 reference update) may return a dict of metrics that go into that step's metrics line under
 their own names (the RL stages' `reward_mean`, `kl`, `generate_share`, ...: statistics of a
 rollout or a whole step, not sums over items); `evaluate(step)` returns the metrics of an eval
-line.
+line. A stage may end the run early with `request_stop()`
+(PPO's KL budget): called during a step (from `next_batch` or the loss), every rank stops after
+that step, checkpointed, as on SIGTERM.
 
 Outputs under `run` (local or s3://):
 - `checkpoints/` (model/checkpoint.py): weights, and `trainer.pt` with everything resume needs:
@@ -49,6 +51,8 @@ Outputs under `run` (local or s3://):
   every rank's loader state and RNG states (Python, NumPy, torch CPU and CUDA), and the train
   settings. Saved every `checkpoint_every` steps, at the end (marked final), and when any rank
   receives SIGTERM (all ranks stop at the same step); the newest `keep_checkpoints` stay.
+  A stage that puts `inputs` in `meta` (what the run is made from: its base, a fingerprint of
+  its data, its own settings) has a resume over other inputs refused, in one line.
 - `metrics.jsonl`: one JSON object per logged step: `step`, `tokens`, `train_loss`, `lr`,
   `tokens_per_second`, `grad_norm`, `elapsed_seconds` (and `mfu` on GPU), the stage's
   train_* metrics, and on eval steps what `evaluate` returned (pretraining: `val_loss`,
@@ -224,6 +228,17 @@ def plain(value: Any) -> Any:
     return value
 
 
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys, so that a difference names its leaf."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -265,6 +280,7 @@ class Trainer:
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.data_state: Callable[[], Any] | None = None
         self._stop_requested = False
+        self._stop_reason: str | None = None
         self._last: StepResult | None = None
 
     # -- precision ------------------------------------------------------------------------------
@@ -299,6 +315,7 @@ class Trainer:
             saved, now = checkpoint.config.model_dump(), self.config.model_dump()
             diff = ", ".join(f"{key} {saved[key]} vs {now[key]}" for key in saved if saved[key] != now[key])
             raise CheckpointError(f"checkpoint {where} has another model config ({diff}); resume with the same settings")
+        self._check_inputs(checkpoint.record["meta"].get("inputs"), where)
         state = checkpoint.trainer_state
         if state is None or state.get("version") != TRAINER_STATE_VERSION:
             raise CheckpointError(f"checkpoint {where} has no trainer state to resume from")
@@ -315,6 +332,16 @@ class Trainer:
         self.metrics.resume_at(self.step)
         log.info("%s: resumed from %s at step %d (%s tokens)", self.stage, where, self.step, f"{self.tokens:,}")
         return state["data"]
+
+    def _check_inputs(self, saved: dict[str, Any] | None, where: str) -> None:
+        if "inputs" not in self.meta:
+            return
+        now, saved = _flat(json.loads(json.dumps(self.meta["inputs"]))), _flat(saved or {})
+        differ = [f"{key} {saved.get(key)!r} vs {now.get(key)!r}" for key in sorted(set(now) | set(saved))
+                  if saved.get(key) != now.get(key)]
+        if differ:
+            raise CheckpointError(f"checkpoint {where} was made from other inputs ({'; '.join(differ)}); "
+                                  "resume with the same ones, or use a fresh output")
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -362,7 +389,8 @@ class Trainer:
                 if final or stopping or (s.checkpoint_every and self.step % s.checkpoint_every == 0):
                     self.save(final=final)
                 if stopping:
-                    log.warning("%s: stopped by SIGTERM at step %d; resume with --resume", self.stage, self.step)
+                    log.warning("%s: stopped (%s) at step %d; resume with --resume", self.stage,
+                                self._stop_reason or "SIGTERM", self.step)
                     break
         last = self._last
         return {
@@ -371,6 +399,7 @@ class Trainer:
             "steps": self.step,
             "tokens": self.tokens,
             "stopped": self._stop_requested and self.step < s.max_steps,
+            "stop_reason": (self._stop_reason or "SIGTERM") if self._stop_requested and self.step < s.max_steps else None,
             "train_loss": last.loss if last else None,
             **{key: value for key, value in last_eval.items()},
             "train_seconds": round(self.elapsed, 3),
@@ -462,6 +491,10 @@ class Trainer:
         shown = " | ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in values.items())
         log.info("%s eval step %d | %s | %.1fs", self.stage, self.step, shown, time.perf_counter() - began)
         return values
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current step (see the module docstring), saying why."""
+        self._stop_requested, self._stop_reason = True, reason
 
     # -- checkpoints -----------------------------------------------------------------------------
 

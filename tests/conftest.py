@@ -101,3 +101,19 @@ def chat_model(tmp_path_factory):
         return build_chat_model(tmp_path_factory.mktemp("chat-model"))
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def rl_world(tmp_path_factory):
+    """A tiny policy, preference pairs and prompts with a known, checkable preference
+    (tests/preference_world.py), for the reward, PPO, best-of-N and labelling tests."""
+    import torch
+
+    from tests.preference_world import build_world
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_world(tmp_path_factory.mktemp("rl-world"))
+    finally:
+        torch.set_num_threads(previous)

@@ -13,9 +13,10 @@ stores flow parameters) and can take them from a Prefect Secret block.
 The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py`
 (jobs: unit quarantine and output leases; inputs, the filter chain, dedup, tokenizer, shards),
 `search.py` (the search tool's index), `train.py` (the model's shape, the training loop), `sft.py`
-(chat fine-tuning and the "I don't know" builder), `rl.py` (the preference and RL stages, each
-with its own training loop settings), `presets.py` (named sets of training values) and `serve.py`
-(the terminal chat's defaults and the model server). Every
+(chat fine-tuning and the "I don't know" builder), `rl.py` (learning from preferences and
+rewards: reward model, PPO, best-of-N, RLAIF labelling, DPO, GRPO, each with its own training
+loop settings), `presets.py` (named sets of training values) and `serve.py` (the terminal chat's
+defaults and the model server). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
 section from here.
 """
@@ -49,7 +50,20 @@ from infra.settings.data import (
     UrlFilterSettings,
 )
 from infra.settings.presets import PRESETS, preset_values
-from infra.settings.rl import ArithmeticSettings, DpoSettings, DpoTrainSettings, GrpoSettings, GrpoTrainSettings
+from infra.settings.rl import (
+    ArithmeticSettings,
+    BestOfNSettings,
+    BestOfNTrainSettings,
+    DpoSettings,
+    DpoTrainSettings,
+    GrpoSettings,
+    GrpoTrainSettings,
+    LabelSettings,
+    PpoSettings,
+    PpoTrainSettings,
+    RewardSettings,
+    RewardTrainSettings,
+)
 from infra.settings.search import SearchSettings
 from infra.settings.serve import ChatSettings, ServeSettings
 from infra.settings.services import SeaweedSettings, ServicesSettings, SparkSettings, StorageSettings
@@ -83,6 +97,10 @@ class Settings(BaseSettings):
     idk: IdkSettings = Field(default_factory=IdkSettings)
     dpo: DpoSettings = Field(default_factory=DpoSettings)
     grpo: GrpoSettings = Field(default_factory=GrpoSettings)
+    reward: RewardSettings = Field(default_factory=RewardSettings)
+    ppo: PpoSettings = Field(default_factory=PpoSettings)
+    best_of_n: BestOfNSettings = Field(default_factory=BestOfNSettings)
+    label: LabelSettings = Field(default_factory=LabelSettings)
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 

@@ -15,6 +15,8 @@ assistant's or is empty (`empty_chosen`, `empty_rejected`), both replies say the
 (`same_reply`), the two transcripts disagree before their last reply (`prompt_mismatch`), or,
 with a tokenizer and `max_tokens`, prompt plus either reply is longer than the context
 (`too_long`). `write_pairs` writes TRL's conversational layout, which `trl` reads back.
+`fit_pair` is the other way to meet a context: it drops the prompt's earliest turns, whole
+messages, until both sides fit (multi-turn HH-RLHF transcripts are long, their last turns matter).
 """
 
 from __future__ import annotations
@@ -87,6 +89,17 @@ def _same(first: Any, second: Any) -> bool:
 def pair_tokens(tokenizer: BpeTokenizer, pair: PreferencePair) -> int:
     """The longer of the two rendered sides, for the context-length check."""
     return max(num_tokens(tokenizer, [*pair.prompt, reply]) for reply in (pair.chosen, pair.rejected))
+
+
+def fit_pair(tokenizer: BpeTokenizer, pair: PreferencePair, max_tokens: int) -> PreferencePair | None:
+    """The pair with its prompt's earliest messages dropped until prompt plus either reply
+    renders to at most `max_tokens` tokens; None when even the last user turn does not fit."""
+    prompt = pair.prompt
+    while pair_tokens(tokenizer, PreferencePair(prompt, pair.chosen, pair.rejected)) > max_tokens:
+        if len(prompt) == 1:
+            return None
+        prompt = prompt[1:]
+    return pair if prompt is pair.prompt else PreferencePair(prompt, pair.chosen, pair.rejected)
 
 
 def load_pairs(
