@@ -37,7 +37,10 @@ def test_best_of_n_then_sft_raises_the_reward_of_greedy_replies(rl_world, reward
     assert selection["prompts"] == 72 - 16 and selection["replies"] == 8 * selection["prompts"]
     assert selection["kept"] + selection["no_finished_reply"] == selection["prompts"]
     assert selection["kept_reward_mean"] > selection["sample_reward_mean"] + 0.1
-    assert summary["greedy_reward_after"] > summary["greedy_reward_before"] + 0.2
+    # Fine-tuning on the winners at least halves what the greedy replies lack of a perfect score
+    # (the starting policy's greedy replies may already lean good: how much depends on its seed).
+    before, after = summary["greedy_reward_before"], summary["greedy_reward_after"]
+    assert after > before and 1 - after < (1 - before) / 2
     winners = load_conversations([summary["winners_file"]]).conversations
     assert len(winners) == selection["kept"] and all(c[-1]["role"] == "assistant" for c in winners)
     said = [sentiment(c[-1]["content"]) for c in winners]  # the reward model kept good replies, never bad ones
