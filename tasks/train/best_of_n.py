@@ -42,17 +42,16 @@ from infra.settings import BestOfNSettings, Settings
 from infra.storage import Storage, join
 from model.chat import render
 from model.checkpoint import CheckpointError, latest_pointer
-from model.distributed import Distributed, all_reduce_sum, barrier, init_distributed
+from model.distributed import Distributed, all_reduce_sum, barrier
 from model.engine import Engine, SamplingParams
-from model.export import load_for_inference
 from model.gpt import GPT
 from model.heads import RewardModel, Scorer, right_padded
 from model.sampler import EpochSampler
 from model.tokenizer import BpeTokenizer
-from model.trainer import LossOutput, Trainer, sequence_length
+from model.trainer import LossOutput, Trainer
 from tasks.chat.conversations import write_conversations
-from tasks.chat.prompts import Prompt, hold_out, load_prompts, prompt_key
-from tasks.train.replies import closed_turn, generate_replies, guarded_scores
+from tasks.chat.prompts import Prompt, prompt_key
+from tasks.train.replies import closed_turn, generate_replies, guarded_scores, start_sampling
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +172,9 @@ def best_of_n(settings: Settings, policy_uri: str, reward: str | Scorer, prompt_
     them; everything under `output_uri`. With `resume`, reuse what a killed run finished."""
     s, train = settings.best_of_n, settings.best_of_n.train
     storage = Storage(settings.storage)
-    dist = init_distributed(train.device)
-    if train.fsdp:
-        raise ValueError("best-of-n samples from the whole policy on every process: best_of_n.train.fsdp is not supported")
-    policy, tokenizer = load_for_inference(policy_uri, storage, dist.device)
-    seq_len = sequence_length(train, policy.config)
-    if s.max_new_tokens >= seq_len:
-        raise ValueError(f"best_of_n.max_new_tokens ({s.max_new_tokens}) leaves no room for a prompt in the context of {seq_len}")
-    loaded = load_prompts(prompt_specs, fmt, storage, tokenizer, max_tokens=seq_len - s.max_new_tokens)
-    train_prompts, held_out = hold_out(loaded.prompts, s.eval_prompts)
-    if not train_prompts:
-        raise ValueError(f"{len(loaded.prompts)} usable prompts leave none to sample after the {s.eval_prompts} held out")
+    start = start_sampling(s, "best_of_n", policy_uri, prompt_specs, fmt, storage)
+    dist, policy, tokenizer, seq_len = start.dist, start.policy, start.tokenizer, start.seq_len
+    loaded, train_prompts, held_out = start.loaded, start.train_prompts, start.held_out
     scorer = RewardModel.load(reward, storage, dist.device) if isinstance(reward, str) else reward
     reward_name = scorer.name if isinstance(scorer, RewardModel) else f"{scorer.__module__}.{getattr(scorer, '__qualname__', '?')}"
     digest = xxhash.xxh64("".join(prompt_key(p) for p in loaded.prompts).encode()).hexdigest()

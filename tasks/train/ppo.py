@@ -67,16 +67,15 @@ from infra.settings import PpoSettings, Settings
 from infra.storage import Storage, join
 from model.chat import render_prompt
 from model.checkpoint import CheckpointError, latest_pointer
-from model.distributed import Distributed, all_reduce_sum, init_distributed
+from model.distributed import Distributed, all_reduce_sum
 from model.engine import Engine, SamplingParams
-from model.export import load_for_inference
 from model.gpt import GPT, GPTConfig
 from model.heads import RewardModel, ScoredGPT, Scorer, right_padded
 from model.rl import clipped_surrogate, entropy, gather_logprobs, kl_estimate, masked_sum, masked_whiten
 from model.sampler import EpochSampler
-from model.trainer import LossOutput, StepResult, Trainer, sequence_length
-from tasks.chat.prompts import Prompt, hold_out, load_prompts, prompt_key
-from tasks.train.replies import closed_turn, generate_replies, guarded_scores
+from model.trainer import LossOutput, StepResult, Trainer
+from tasks.chat.prompts import Prompt, prompt_key
+from tasks.train.replies import closed_turn, generate_replies, guarded_scores, start_sampling
 
 log = logging.getLogger(__name__)
 
@@ -407,17 +406,9 @@ def ppo(settings: Settings, policy_uri: str, reward: str | Scorer, prompt_specs:
     Scorers. With `resume`, continue from the newest checkpoint there."""
     s, train = settings.ppo, settings.ppo.train
     storage = Storage(settings.storage)
-    dist = init_distributed(train.device)
-    if train.fsdp:
-        raise ValueError("ppo samples from the whole policy on every process: ppo.train.fsdp is not supported")
-    policy, tokenizer = load_for_inference(policy_uri, storage, dist.device)
-    seq_len = sequence_length(train, policy.config)
-    if s.max_new_tokens >= seq_len:
-        raise ValueError(f"ppo.max_new_tokens ({s.max_new_tokens}) leaves no room for a prompt in the context of {seq_len}")
-    loaded = load_prompts(prompt_specs, fmt, storage, tokenizer, max_tokens=seq_len - s.max_new_tokens)
-    train_prompts, held_out = hold_out(loaded.prompts, s.eval_prompts)
-    if not train_prompts:
-        raise ValueError(f"{len(loaded.prompts)} usable prompts leave none to train on after the {s.eval_prompts} held out (ppo.eval_prompts)")
+    start = start_sampling(s, "ppo", policy_uri, prompt_specs, fmt, storage)
+    dist, policy, tokenizer, seq_len = start.dist, start.policy, start.tokenizer, start.seq_len
+    loaded, train_prompts, held_out = start.loaded, start.train_prompts, start.held_out
     reward_fn, judge_fn = _scorer(reward, storage, dist.device), _scorer(judge, storage, dist.device) if judge is not None else None
 
     torch.manual_seed(train.seed)
