@@ -76,7 +76,9 @@ def test_ppo_raises_the_reward_while_the_kl_stays_under_its_budget(rl_world, tmp
     evals = [line for line in lines if "val_reward_mean" in line]
     assert [e["step"] for e in evals] == [0, 16, 32, 48] and evals[-1]["val_reward_mean"] > evals[0]["val_reward_mean"] + 0.4
     assert max(line["kl"] for line in rollouts.values()) < 10.0 and summary["reward_gain"] > 0.4
-    assert rollouts[1]["kl"] == 0.0 and lines[1]["train_approx_kl"] == 0.0  # the first update starts at the sampling policy
+    # The first update starts at the sampling policy, to float rounding (the rollout's and the
+    # update's log-probabilities come from different forward passes).
+    assert rollouts[1]["kl"] == 0.0 and abs(lines[1]["train_approx_kl"]) < 1e-9
     kl_coefs = [rollouts[i]["kl_coef"] for i in sorted(rollouts)]
     assert len(set(kl_coefs)) > 1 and all(0.03 < coef < 0.08 for coef in kl_coefs)  # adapted towards the target
     for line in lines[1:]:
@@ -98,7 +100,8 @@ def test_a_length_hackable_reward_is_caught_by_the_judge_and_the_length_penalty(
     penalised = ppo(_settings(**hackable, length_penalty=0.1), rl_world.policy, wordy, [rl_world.prompts], str(tmp_path / "penalised"),
                     judge=concise)
     evals = [line for line in metrics(tmp_path / "penalised") if "judge_mean" in line]
-    assert not penalised["hacking_suspected"] and penalised["judge_gain"] > -0.02
+    # The judge holds: it moves by at most about one of its 24 held-out replies either way.
+    assert not penalised["hacking_suspected"] and penalised["judge_gain"] > -0.05
     assert evals[-1]["val_response_length"] <= evals[0]["val_response_length"] + 0.5
 
 
