@@ -2,10 +2,13 @@
 
 Each stage is a Prefect task around one Spark job from `tasks/jobs/`; the flows chain them and
 publish every stage's funnel as artifacts, so the Prefect UI shows documents in and out and why
-each was dropped. Flows and tasks take the config file and overrides, never a loaded `Settings`,
-and load their settings with `run_settings` (flows/credentials.py): credentials come from the
-environment or a Prefect Secret block, never from parameters, which Prefect stores and shows. Stages are resumable on their own (progress markers under each stage's
-output), so retrying a task or re-running the flow after a crash skips finished work.
+each was dropped, and a progress artifact per stage that moves while its job runs (WARC files
+filtered, files rewritten by dedup, files tokenized, each of its total: flows/progress.py).
+Flows and tasks take the config file and overrides, never a loaded `Settings`, and load their
+settings with `run_settings` (flows/credentials.py): credentials come from the environment or a
+Prefect Secret block, never from parameters, which Prefect stores and shows. Stages are
+resumable on their own (progress markers under each stage's output), so retrying a task or
+re-running the flow after a crash skips finished work.
 
 Layout of one run's output (local path or s3:// URI):
     <output>/filtered/   docs parts + stats.json          (crawl-to-docs)
@@ -24,6 +27,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.report import dedup_report, funnel_text, publish_stage_artifacts, tokenize_report
 from flows.credentials import refuse_credentials, run_settings
+from flows.progress import ProgressArtifact
 from infra.settings import Settings
 from infra.spark import spark_session
 from infra.storage import Storage, join
@@ -73,7 +77,8 @@ Overrides = dict[str, Any] | None
 @task(name="filter-warcs", retries=1, retry_delay_seconds=5)
 def filter_stage(inputs: list[str], output: str, config_file: str | None, overrides: Overrides, snapshot: str = "") -> dict[str, Any]:
     settings = run_settings(config_file, overrides)
-    stats = run_filter(spark_session(settings.spark), inputs, output, settings, snapshot)
+    progress = ProgressArtifact("filter-progress", "filter: WARC files done")
+    stats = run_filter(spark_session(settings.spark), inputs, output, settings, snapshot, progress=progress.update)
     publish_stage_artifacts("filter", stats)
     _logger().info("filter funnel:\n%s", funnel_text(stats))
     return stats
@@ -82,7 +87,8 @@ def filter_stage(inputs: list[str], output: str, config_file: str | None, overri
 @task(name="dedup-docs", retries=1, retry_delay_seconds=5)
 def dedup_stage(input_uri: str, output: str, config_file: str | None, overrides: Overrides) -> dict[str, Any]:
     settings = run_settings(config_file, overrides)
-    stats = run_dedup(spark_session(settings.spark), input_uri, output, settings)
+    progress = ProgressArtifact("dedup-progress", "dedup: document files rewritten")
+    stats = run_dedup(spark_session(settings.spark), input_uri, output, settings, progress=progress.update)
     report = dedup_report(stats, output)
     publish_stage_artifacts("dedup", report)
     _logger().info("dedup funnel:\n%s", funnel_text(report))
@@ -94,7 +100,8 @@ def tokenize_stage(
     input_uri: str, output: str, config_file: str | None, overrides: Overrides, tokenizer_uri: str | None = None
 ) -> dict[str, Any]:
     settings = run_settings(config_file, overrides)
-    report = run_tokenize(spark_session(settings.spark), input_uri, output, settings, tokenizer_uri)
+    progress = ProgressArtifact("tokenize-progress", "tokenize: document files tokenized")
+    report = run_tokenize(spark_session(settings.spark), input_uri, output, settings, tokenizer_uri, progress=progress.update)
     publish_stage_artifacts("tokenize", tokenize_report(report))
     _logger().info("tokenize: %s", json.dumps(tokenize_report(report)["totals"]))
     return report

@@ -43,7 +43,7 @@ from tasks.dedup.index import read_index, run_tag, write_index
 from tasks.dedup.lsh import band_rows, bucket, candidate_edges, verify_edges
 from tasks.dedup.sketch import sketch_documents
 from tasks.formats.docs import STATS_FILE, docs_uri, list_doc_files, unit_key, write_table
-from tasks.jobs.units import run_units
+from tasks.jobs.units import Progress, run_units
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,18 @@ def removed_uri(output: str, unit: str) -> str:
     return join(output, REMOVED_DIR, f"part-{unit}.parquet")
 
 
-def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings) -> dict[str, Any]:
-    """Deduplicate the docs stage at `input_uri` into `output_uri`; return (and write) the stats."""
+def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
+    """Deduplicate the docs stage at `input_uri` into `output_uri`; return (and write) the stats.
+    `progress(done, total)` hears of files rewritten (the last phase) while the job runs."""
     started = time.perf_counter()
     storage = Storage(settings.storage)
     stats_uri = join(output_uri, STATS_FILE)
     if storage.exists(stats_uri):
         log.info("dedup output %s is complete, nothing to do", output_uri)
-        return json.loads(storage.read_text(stats_uri))
+        stats = json.loads(storage.read_text(stats_uri))
+        if progress is not None:
+            progress(stats["files"], stats["files"])
+        return stats
     storage.check_writable(output_uri)
     files = list_doc_files(storage, input_uri)
     if not files:
@@ -85,7 +89,7 @@ def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings) -> dic
         plan = _plan(spark, files, output_uri, settings)
         storage.write_text(plan_uri, json.dumps(plan))
     rewrite = functools.partial(_rewrite_file, settings.storage, output_uri)
-    units = run_units(spark, files, rewrite, output_uri, settings.storage)
+    units = run_units(spark, files, rewrite, output_uri, settings.storage, progress)
     stats = {
         **plan,
         "documents_out": sum(unit["docs_out"] for unit in units.stats.values()),

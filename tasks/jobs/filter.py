@@ -18,7 +18,7 @@ from infra.storage import Storage, join
 from tasks.filters.chain import chain_for
 from tasks.formats.docs import STATS_FILE, documents_to_table, docs_uri, dropped_to_table, dropped_uri, write_table
 from tasks.readers.inputs import display_uri, open_warc, snapshot_of
-from tasks.jobs.units import run_units
+from tasks.jobs.units import Progress, run_units
 from tasks.pipeline import Document, Funnel, run_chain
 from tasks.readers.warc import iter_warc_documents
 
@@ -61,8 +61,11 @@ def summarize(funnel: Funnel) -> dict[str, Any]:
     }
 
 
-def run_filter(spark, inputs: list[str], output: str, settings: Settings, snapshot: str = "") -> dict[str, Any]:
-    """Filter every WARC in `inputs` (already resolved URIs) into `output`; return the stats."""
+def run_filter(
+    spark, inputs: list[str], output: str, settings: Settings, snapshot: str = "", progress: Progress | None = None
+) -> dict[str, Any]:
+    """Filter every WARC in `inputs` (already resolved URIs) into `output`; return the stats.
+    `progress(done, total)` hears of WARCs finished while the job runs (tasks/jobs/units.py)."""
     storage = Storage(settings.storage)
     storage.check_writable(output)
     started = time.perf_counter()
@@ -70,7 +73,7 @@ def run_filter(spark, inputs: list[str], output: str, settings: Settings, snapsh
     def work(uri: str, unit: str) -> dict[str, Any]:
         return filter_warc(uri, unit, output, settings, snapshot)
 
-    result = run_units(spark, inputs, work, output, settings.storage)
+    result = run_units(spark, inputs, work, output, settings.storage, progress)
     funnel = Funnel()
     for unit_stats in result.stats.values():
         funnel.merge(Funnel.from_dict(unit_stats["funnel"]))

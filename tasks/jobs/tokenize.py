@@ -34,7 +34,7 @@ from infra.settings import Settings, ShardSettings, StorageSettings, TokenizerSe
 from infra.storage import Storage, StorageError, join
 from model.tokenizer import BpeTokenizer
 from tasks.formats.docs import list_doc_files, read_batches, unit_key
-from tasks.jobs.units import run_units
+from tasks.jobs.units import Progress, run_units
 from model.shards import (
     SPLITS,
     TOKENIZER_FILE,
@@ -237,12 +237,14 @@ class TokenizeUnit:
 
 
 def run_tokenize(
-    spark, input_uri: str, output_uri: str, settings: Settings, tokenizer_uri: str | None = None
+    spark, input_uri: str, output_uri: str, settings: Settings, tokenizer_uri: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Tokenize the documents under `input_uri` into shards under `output_uri`; commit a manifest.
 
     Returns a report. When a unit failed, `failed` lists it and no manifest is written (an
-    earlier one, if any, stays): run again to retry just the unfinished units.
+    earlier one, if any, stays): run again to retry just the unfinished units. `progress(done,
+    total)` hears of files tokenized while the job runs (tasks/jobs/units.py).
     """
     started = time.perf_counter()
     storage = Storage(settings.storage)
@@ -254,7 +256,7 @@ def run_tokenize(
     val_fraction = val_fraction_for(storage, files, settings.shards)
     shards = settings.shards.model_copy(update={"val_fraction": val_fraction})
     work = TokenizeUnit(tokenizer, settings.storage, output_uri, shards)
-    result = run_units(spark, files, work, output_uri, settings.storage)
+    result = run_units(spark, files, work, output_uri, settings.storage, progress)
     report: dict[str, Any] = {
         "output": output_uri,
         "tokenizer_sha256": tokenizer.sha256,
