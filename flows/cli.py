@@ -14,8 +14,9 @@
 
 Each module in `COMMAND_MODULES` adds its sub-commands with `register(commands)` and gives each
 a `handler(args) -> exit code`. Errors a user can fix (a missing input, an empty glob, an
-unwritable bucket, a bad config) are reported here in one line with exit code 2, never as a
-stack trace.
+unwritable bucket, a bad config, an output that another run holds or that was made under other
+settings) are reported here in one line with exit code 2, never as a stack trace. A stage whose
+units failed ends with exit code 1 and the list of what failed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pydantic import ValidationError
 
 from infra.services import ServiceError
 from infra.storage import StorageError
+from tasks.jobs.units import UnitsFailed
 from tasks.readers.inputs import InputError
 
 USER_ERRORS = (InputError, StorageError, ServiceError, FileNotFoundError, ValueError)
@@ -97,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         print(f"crawl2chat: error: invalid settings: {problems}", file=sys.stderr)
         return 2
+    except UnitsFailed as error:
+        print(f"crawl2chat: error: {error}", file=sys.stderr)
+        for uri, problem in error.failed.items():
+            print(f"failed: {uri}: {problem}", file=sys.stderr)
+        return 1
     except USER_ERRORS as error:
         print(f"crawl2chat: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
         return 2

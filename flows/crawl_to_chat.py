@@ -10,7 +10,8 @@ of training on 2 cores), ending in a model to talk to (`crawl2chat chat --checkp
 training half are subflows (`crawl-to-tokens` with its own `crawl-to-docs`, and `train`), so
 the UI shows every stage as its own task with its artifacts, and a rerun skips what is done in
 each: the data stages by their progress markers and manifests, the training stages by their
-fingerprints (flows/stages.py). The SFT and preference data come from the run's own documents
+fingerprints (flows/stages.py). `force` redoes stale work in both halves; `allow_partial` lets
+the data half go on without failed units (flows/crawl_to_tokens.py). The SFT and preference data come from the run's own documents
 unless given (tasks/chat/from_docs.py).
 """
 
@@ -58,6 +59,7 @@ def crawl_to_chat(
     preset: str | None = "cpu-tiny",
     processes: int | None = None,
     force: bool = False,
+    allow_partial: bool = False,
     retries: int = 1,
     config_file: str | None = None,
     overrides: dict[str, Any] | None = None,
@@ -67,7 +69,7 @@ def crawl_to_chat(
     settings = run_settings(config_file, overrides, preset)
     check_commands(pipeline(rl, until))  # before the data half: a missing stage costs one line, not a crawl
     output, snapshot = snapshot_run(settings, output, snapshot)
-    data = crawl_to_tokens(output, inputs, snapshot, max_warcs, config_file, overrides, tokenizer_uri)
+    data = crawl_to_tokens(output, inputs, snapshot, max_warcs, config_file, overrides, tokenizer_uri, force, allow_partial)
     training = train(output, rl=rl, until=until, preset=preset, processes=processes, force=force, retries=retries,
                      config_file=config_file, overrides=overrides, report=False)
     card = report_card(output, training, config_file, overrides)

@@ -55,6 +55,11 @@ def publish_stage_artifacts(stage: str, stats: dict[str, Any]) -> None:
     failed = stats.get("inputs_failed") or {}
     if failed:
         summary += "\n\n**Inputs that failed** (a rerun retries them):\n" + "\n".join(f"- `{uri}`: {error}" for uri, error in failed.items())
+    quarantined = stats.get("inputs_quarantined") or {}
+    if quarantined:
+        summary += "\n\n**Inputs quarantined** (their process crashed on every attempt; `--force` retries them):\n" + "\n".join(
+            f"- `{uri}`: {error}" for uri, error in quarantined.items()
+        )
     create_markdown_artifact(
         f"## {stage}\n\noutput: `{stats.get('output')}`, wall time {stats.get('wall_seconds')} s\n\n{summary}",
         key=f"{key}-summary",
@@ -81,7 +86,7 @@ def dedup_report(stats: dict[str, Any], output: str) -> dict[str, Any]:
         for key in ("documents_in", "documents_out", "exact_duplicates", "near_duplicates", "near_duplicate_clusters", "too_short")
     }
     return {"output": output, "wall_seconds": stats.get("wall_seconds"), "steps": steps, "totals": totals,
-            "inputs_failed": stats.get("files_failed")}
+            "inputs_failed": stats.get("files_failed"), "inputs_quarantined": stats.get("files_quarantined")}
 
 
 def tokenize_report(report: dict[str, Any]) -> dict[str, Any]:
@@ -96,4 +101,4 @@ def tokenize_report(report: dict[str, Any]) -> dict[str, Any]:
         "manifest": report.get("manifest"),
     }
     return {"output": report.get("output"), "wall_seconds": report.get("seconds"), "totals": totals,
-            "inputs_failed": report.get("failed")}
+            "inputs_failed": report.get("failed"), "inputs_quarantined": report.get("quarantined")}

@@ -3,25 +3,35 @@
 Everything the pipeline reads or writes goes through `Storage`: WARC inputs, document Parquet,
 stats, token shards and manifests. Local paths use pyarrow's local filesystem; `s3://` URIs use
 pyarrow's S3 filesystem configured from `StorageSettings` (endpoint, region, credentials; the
-standard AWS_* variables are honoured there), with SDK-level retries and our own backoff around
-whole operations, so a transient error on a put or a list does not fail a Spark task.
+standard AWS_* variables are honoured there), with SDK-level retries and our own backoff with
+jitter around whole operations, so a transient error on a put or a list does not fail a Spark task.
 
 Writes are atomic from a reader's point of view and streamed, so memory stays flat in a file's
 size: a local file is written beside its target and renamed; an S3 object is uploaded in parts
 through boto3 (pyarrow's S3 stream cannot abort an upload: on an error it would complete it and
 publish the half-written object) and only appears when its multipart upload completes. That is
 what lets a manifest or a per-file `.done` marker act as a commit point.
+Reads of S3 streams go in large ranged blocks and pick up at the byte they reached when a block
+fails (a dropped connection, a storage server restarting), as the HTTP reader does for WARCs.
+
+Leases (infra/lease.py) need compare-and-swap writes: `create_if_absent`, `replace_if` and
+`delete_if`, done on S3 with conditional requests (If-None-Match / If-Match, which SeaweedFS
+and AWS S3 honour) and locally under a lock on the folder.
 """
 
 from __future__ import annotations
 
 import abc
+import fcntl
 import fnmatch
+import io
 import logging
 import os
 import posixpath
+import re
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,11 +39,18 @@ from typing import IO, TypeVar
 
 import pyarrow.fs as pafs
 from pydantic import SecretStr
+import xxhash
 
+from infra.retry import backoff_seconds
 from infra.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The SDKs' own quick retries per request; the long budget (settings.max_attempts, with our
+# backoff) is around whole operations. SDK retries alone, at max_attempts=8, wait about 50 s
+# per call, and multiplied with ours would take many minutes to report a dead endpoint.
+_SDK_ATTEMPTS = 3
 
 
 class StorageError(RuntimeError):
@@ -68,6 +85,16 @@ def _is_transient(error: Exception) -> bool:
 class FileEntry:
     uri: str
     size: int
+    mtime_ns: int = 0  # last modified, as the filesystem or the object store reports it
+
+    @property
+    def fingerprint(self) -> dict[str, int]:
+        """What identifies this version of the file without reading it."""
+        return {"size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def _entry(uri: str, info: pafs.FileInfo) -> FileEntry:
+    return FileEntry(uri, info.size, info.mtime_ns or 0)
 
 
 class Storage:
@@ -76,7 +103,7 @@ class Storage:
     def __init__(self, settings: StorageSettings | None = None) -> None:
         self.settings = settings or StorageSettings()
         self._s3: pafs.S3FileSystem | None = None
-        self._client = None  # boto3, for streamed uploads (see create_output)
+        self._client = None  # boto3: streamed uploads (see create_output), conditional requests
         self._local = pafs.LocalFileSystem()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -97,7 +124,7 @@ class Storage:
                 endpoint_override=endpoint,
                 scheme=scheme,
                 anonymous=not (s.access_key_id and secret_key),
-                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=s.max_attempts),
+                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=_SDK_ATTEMPTS),
                 allow_bucket_creation=True,
                 allow_bucket_deletion=False,
                 connect_timeout=10,
@@ -115,21 +142,20 @@ class Storage:
         return self._local, os.path.abspath(path)
 
     def _with_retries(self, action: str, uri: str, operation: Callable[[], T]) -> T:
-        """Run `operation`, retrying transient S3 failures with exponential backoff.
+        """Run `operation`, retrying transient S3 failures with exponential backoff and jitter.
 
         Local filesystem errors are never transient, so they surface at once.
         """
         attempts = self.settings.max_attempts if is_s3(uri) else 1
-        delay = self.settings.backoff_seconds
         for attempt in range(1, attempts + 1):
             try:
                 return operation()
             except Exception as error:  # noqa: BLE001 - classified below
                 if attempt == attempts or not _is_transient(error):
                     raise
+                delay = backoff_seconds(attempt, self.settings.backoff_seconds)
                 log.warning("storage: %s %s failed (%s), retry %d/%d in %.1fs", action, uri, error, attempt, attempts - 1, delay)
                 time.sleep(delay)
-                delay *= 2
         raise AssertionError("unreachable")
 
     # -- queries ------------------------------------------------------------------------------
@@ -140,11 +166,37 @@ class Storage:
         return info.type != pafs.FileType.NotFound
 
     def size(self, uri: str) -> int:
+        return self.stat(uri).size
+
+    def stat(self, uri: str) -> FileEntry:
         fs, path = self.resolve(uri)
         info = self._with_retries("stat", uri, lambda: fs.get_file_info(path))
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError(uri)
-        return info.size
+        return _entry(uri, info)
+
+    def stat_many(self, uris: list[str]) -> dict[str, FileEntry]:
+        """Size and mtime of many files, with one listing per folder on S3 (not a request per
+        file); files that do not exist are left out."""
+        by_folder: dict[str, list[str]] = defaultdict(list)
+        for uri in uris:
+            by_folder[uri.rsplit("/", 1)[0]].append(uri)
+        found: dict[str, FileEntry] = {}
+        for folder, members in by_folder.items():
+            if not is_s3(folder):
+                for uri in members:
+                    info = self._local.get_file_info(self.resolve(uri)[1])
+                    if info.type == pafs.FileType.File:
+                        found[uri] = _entry(uri, info)
+                continue
+            fs, path = self.resolve(folder)
+            selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
+            listed = {info.path: info for info in self._with_retries("list", folder, lambda: fs.get_file_info(selector))}
+            for uri in members:
+                info = listed.get(self.resolve(uri)[1])
+                if info is not None and info.type == pafs.FileType.File:
+                    found[uri] = _entry(uri, info)
+        return found
 
     def list(self, prefix: str, suffix: str = "") -> list[FileEntry]:
         """Files below `prefix` (recursive), sorted, optionally only those ending in `suffix`."""
@@ -157,7 +209,7 @@ class Storage:
             if info.type != pafs.FileType.File or not info.path.endswith(suffix):
                 continue
             relative = info.path[len(path) :].lstrip("/")
-            entries.append(FileEntry(join(base, relative), info.size))
+            entries.append(_entry(join(base, relative), info))
         return sorted(entries, key=lambda entry: entry.uri)
 
     def glob(self, pattern: str) -> list[str]:
@@ -190,9 +242,12 @@ class Storage:
         return self._with_retries("open", uri, lambda: fs.open_input_file(path))
 
     def open_stream(self, uri: str) -> IO[bytes]:
-        """A forward-only binary stream (for WARCs: no seeks, no full download)."""
+        """A forward-only binary stream (for WARCs: no seeks, no full download). On S3 it reads
+        ranged blocks and resumes at the byte it reached when a block fails."""
         fs, path = self.resolve(uri)
-        return self._with_retries("open", uri, lambda: fs.open_input_stream(path, compression=None))
+        if fs is self._local:
+            return fs.open_input_stream(path, compression=None)
+        return _ResumingS3Stream(self, uri)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -231,7 +286,8 @@ class Storage:
         return _S3Output(self, uri, path)
 
     def _s3_client(self):
-        """A boto3 client for what pyarrow's S3 streams cannot do: abort a multipart upload."""
+        """A boto3 client for what pyarrow's S3 streams cannot do: abort a multipart upload, and
+        the conditional requests (If-None-Match / If-Match) of the leases."""
         if self._client is None:
             import boto3
             from botocore import UNSIGNED
@@ -243,7 +299,7 @@ class Storage:
                 endpoint = f"https://{endpoint}"
             anonymous = not (s.access_key_id and s.secret_access_key)
             config = Config(
-                retries={"max_attempts": s.max_attempts, "mode": "standard"},
+                retries={"max_attempts": _SDK_ATTEMPTS, "mode": "standard"},
                 connect_timeout=10,
                 read_timeout=120,
                 signature_version=UNSIGNED if anonymous else None,
@@ -259,6 +315,116 @@ class Storage:
                 config=config,
             )
         return self._client
+    # -- compare-and-swap (leases) ---------------------------------------------------------------
+
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """The file's bytes and a version token for `replace_if`/`delete_if`; None if absent."""
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except FileNotFoundError:
+                return None
+            return data, xxhash.xxh64_hexdigest(data)
+        bucket, key = path.split("/", 1)
+        client = self._s3_client()
+        try:
+            response = self._with_retries("read", uri, lambda: client.get_object(Bucket=bucket, Key=key))
+        except client.exceptions.NoSuchKey:
+            return None
+        return response["Body"].read(), response["ETag"]
+
+    def create_if_absent(self, uri: str, data: bytes) -> str | None:
+        """Write `data` only if no file is there (If-None-Match: *); its version, or None if one was."""
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            with self._folder_lock(path):
+                temporary = self._local_temporary(path, data)
+                try:
+                    os.link(temporary, path)  # fails if the target exists: atomic create-if-absent
+                except FileExistsError:
+                    return None
+                finally:
+                    os.remove(temporary)
+            return xxhash.xxh64_hexdigest(data)
+        return self._conditional_put(uri, path, data, IfNoneMatch="*")
+
+    def replace_if(self, uri: str, data: bytes, version: str) -> str | None:
+        """Overwrite the file only if it is still at `version` (If-Match); the new version, or None."""
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            with self._folder_lock(path):
+                current = self.read_versioned(uri)
+                if current is None or current[1] != version:
+                    return None
+                os.replace(self._local_temporary(path, data), path)
+            return xxhash.xxh64_hexdigest(data)
+        return self._conditional_put(uri, path, data, IfMatch=version)
+
+    def delete_if(self, uri: str, version: str) -> bool:
+        """Delete the file only if it is still at `version`; False otherwise."""
+        fs, path = self.resolve(uri)
+        if fs is self._local:
+            with self._folder_lock(path):
+                current = self.read_versioned(uri)
+                if current is None or current[1] != version:
+                    return False
+                os.remove(path)
+            return True
+        bucket, key = path.split("/", 1)
+        client = self._s3_client()
+        try:
+            self._with_retries("delete", uri, lambda: client.delete_object(Bucket=bucket, Key=key, IfMatch=version))
+        except client.exceptions.ClientError as error:
+            if _precondition_failed(error):
+                return False
+            raise
+        return True
+
+    def _conditional_put(self, uri: str, path: str, data: bytes, **condition: str) -> str | None:
+        bucket, key = path.split("/", 1)
+        client = self._s3_client()
+        try:
+            response = self._with_retries(
+                "write", uri, lambda: client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+            )
+        except client.exceptions.ClientError as error:
+            if _precondition_failed(error):
+                return None
+            raise
+        return response["ETag"]
+
+    @staticmethod
+    @contextmanager
+    def _folder_lock(path: str) -> Iterator[None]:
+        """An exclusive lock on a local file's folder (flock), for compare-and-swap there."""
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    @staticmethod
+    def _local_temporary(path: str, data: bytes) -> str:
+        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(temporary, "wb") as out:
+            out.write(data)
+        return temporary
+
+    def remove_temporaries(self, prefix: str) -> int:
+        """Delete what killed local writes left below `prefix` (`<file>.tmp-<hex>`, never read by
+        anyone); call it only while holding the output's lease. S3 leaves none: an unfinished
+        multipart upload never becomes an object."""
+        if is_s3(prefix):
+            return 0
+        stale = [entry.uri for entry in self.list(prefix) if _TEMPORARY.search(entry.uri)]
+        for uri in stale:
+            self.delete(uri)
+        return len(stale)
 
     def delete(self, uri: str) -> None:
         fs, path = self.resolve(uri)
@@ -427,3 +593,87 @@ class _S3Output(AtomicOutput):
                 self._call("abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
             except Exception as error:  # noqa: BLE001 - the original error matters more
                 log.warning("storage: could not abort the upload of %s (%s); it stays invisible", self.uri, error)
+def _precondition_failed(error: Exception) -> bool:
+    response = getattr(error, "response", {}) or {}
+    return response.get("Error", {}).get("Code") in ("PreconditionFailed", "412") or (
+        response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+    )
+
+
+_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
+
+
+class _ResumingS3Stream(io.RawIOBase):
+    """Read an S3 object front to back in ranged blocks (`read_block_bytes`), resuming at the byte
+    reached when a block fails.
+
+    pyarrow's S3 stream sends one ranged GET per read call (FastWARC reads 64 KiB at a time, so
+    16,000 requests per 1 GB WARC) and is unusable once one of them fails. Here each block is one
+    request, retried with backoff on a fresh handle at the same offset; an object that changed
+    size in between is an error, not a silently spliced read.
+    """
+
+    def __init__(self, storage: Storage, uri: str) -> None:
+        super().__init__()
+        self.storage, self.uri = storage, uri
+        self.fs, self.path = storage.resolve(uri)
+        self.handle = storage._with_retries("open", uri, lambda: self.fs.open_input_file(self.path))
+        self.size = self.handle.size()
+        self.position = 0
+        self.block = b""
+        self.offset = 0  # of the next unread byte in `block`
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = self.size - self.position
+        if self.offset >= len(self.block):
+            if self.position >= self.size:
+                return b""
+            self.block, self.offset = self._read_block(self.position), 0
+        data = self.block[self.offset : self.offset + size]
+        self.offset += len(data)
+        self.position += len(data)
+        return data
+
+    def _read_block(self, start: int) -> bytes:
+        wanted = min(self.storage.settings.read_block_bytes, self.size - start)
+        attempts = self.storage.settings.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                if self.handle is None:  # the last block failed: a fresh handle, same object
+                    self.handle = self.fs.open_input_file(self.path)
+                    if self.handle.size() != self.size:
+                        raise StorageError(f"{self.uri} changed while it was read (size {self.size} -> {self.handle.size()})")
+                data = self.handle.read_at(wanted, start)
+                if len(data) == wanted:
+                    return data
+                problem: object = f"short read of {len(data)} of {wanted} bytes"
+            except OSError as error:
+                if not _is_transient(error):
+                    raise
+                problem = error
+            self._drop_handle()
+            if attempt < attempts:
+                delay = backoff_seconds(attempt, self.storage.settings.backoff_seconds)
+                log.warning("storage: read %s broke off at byte %d (%s), resuming in %.1fs", self.uri, start, problem, delay)
+                time.sleep(delay)
+        raise OSError(f"reading {self.uri} failed at byte {start} after {attempts} attempts: {problem}")
+
+    def _drop_handle(self) -> None:
+        if self.handle is not None:
+            try:
+                self.handle.close()
+            except OSError:
+                pass
+            self.handle = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self._drop_handle()
+        super().close()

@@ -97,7 +97,9 @@ def wrap_model(model: nn.Module, ctx: Distributed, fsdp: bool = False) -> nn.Mod
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+        # No buffer broadcast before every forward: the only buffers (RoPE tables) are constants.
+        return DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+                                       broadcast_buffers=False)
     return model
 
 

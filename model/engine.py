@@ -194,7 +194,9 @@ class _Row:
         if not self.undecoded:
             return ""
         text = self.engine.tokenizer.decode(self.undecoded)
-        if text.endswith("\ufffd") and not final:  # the rest of a multi-byte character is to come
+        # The rest of a multi-byte character may be in the next token(s): a UTF-8 character
+        # has at most 4 bytes, so after 4 tokens what does not decode never will.
+        if text.endswith("\ufffd") and not final and len(self.undecoded) < 4:
             return ""
         self.undecoded = []
         return text

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infra.storage import AtomicOutput, Storage, join
 
@@ -121,6 +121,9 @@ class Manifest(_Model):
     source_snapshots: list[str]
     val_fraction: float  # the share of document ids routed to val (after the small-run floor)
     splits: dict[str, SplitInfo]
+    # Inputs whose documents are missing (a run that went on with --allow-partial), with why:
+    # this stage's failed units and those the stages before it recorded. Empty: complete.
+    incomplete: dict[str, str] = Field(default_factory=dict)
 
     @staticmethod
     def now() -> str:

@@ -433,7 +433,7 @@ class Trainer:
         }
         parts = [f"{self.stage} step {result.step}/{s.max_steps}", f"loss {result.loss:.4f}", f"lr {result.lr:.2e}",
                  f"{tokens_per_second:,.0f} tok/s"]
-        peak = self._peak_flops()
+        peak = self.peak_flops()
         if peak and self.flops_per_token:
             record["mfu"] = round(self.flops_per_token * tokens_per_second / (peak * self.dist.world_size), 4)
             parts.append(f"mfu {100 * record['mfu']:.1f}%")
@@ -441,7 +441,8 @@ class Trainer:
         log.info(" | ".join(parts))
         return record
 
-    def _peak_flops(self) -> float | None:
+    def peak_flops(self) -> float | None:
+        """One device's dense bf16 peak (train.peak_flops, or a known GPU's), for MFU."""
         if self.settings.peak_flops:
             return self.settings.peak_flops
         if self.dist.device.type != "cuda":

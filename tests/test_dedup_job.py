@@ -23,6 +23,7 @@ from tasks.dedup.minhash import collision_probability
 from tasks.samples.dedup_corpus import DocumentFactory, write_corpus
 from tasks.formats.docs import DOC_SCHEMA, STATS_FILE, docs_uri, list_doc_files, unit_key, write_table
 from tasks.jobs.dedup import REMOVED_DIR, run_dedup
+from tasks.jobs.units import StaleProgress
 
 pytestmark = pytest.mark.spark
 
@@ -140,7 +141,10 @@ def test_bad_input_is_counted_and_kept(planted):
 def test_rerun_resumes_instead_of_redoing(spark, planted):
     _, stats, source, output = planted
     storage = Storage()
-    assert run_dedup(spark, source, output, Settings()) == stats  # complete: stats.json answers
+    timing = {"seconds", "wall_seconds", "files_resumed"}
+    complete = run_dedup(spark, source, output, Settings())  # nothing to redo: plan and every file resume
+    assert complete["files_resumed"] == 4 and complete["seconds"]["rewrite"] < stats["seconds"]["rewrite"]
+    assert {k: v for k, v in complete.items() if k not in timing} == {k: v for k, v in stats.items() if k not in timing}
     # crash simulation: the final stats and one file's output and marker are gone
     victim = list_doc_files(storage, source)[1]
     unit = unit_key(victim)
@@ -246,3 +250,37 @@ def test_duplicate_captures_in_a_real_warc(spark, realdata, tmp_path):
     out = _read_all(Storage(), str(tmp_path / "out"), "docs")
     assert out.column("url").to_pylist().count("https://allenai.org/") == 1
     assert stats["documents_out"] == 13 and stats["exact_duplicates"] == 2
+
+
+def test_numbers_make_near_not_exact_duplicates_and_marks_make_other_words(spark, tmp_path):
+    """Issue 7, item 9: digits are folded for near dedup only, and Indic and Arabic marks stay."""
+    article = " ".join(DocumentFactory(seed=21, median_words=150, sigma=0.1).words(0))
+    rows = [
+        {"id": "price-2023", "text": article + " Price 12.50 EUR, updated 2023-01-05."},
+        {"id": "price-2024", "text": article + " Price 14.99 EUR, updated 2024-03-07."},  # only numbers differ
+        {"id": "hi-book", "text": "यह किताब है"},  # "this is a book"
+        {"id": "hi-scribe", "text": "यह कातिब है"},  # "this is a scribe": once an exact duplicate of the book
+        {"id": "ar-asked", "text": "هو سأل"},  # "he asked"
+        {"id": "ar-flowed", "text": "هو سال"},  # "it flowed"
+    ]
+    write_table(Storage(), docs_uri(str(tmp_path / "in"), "p0"), _docs_table(rows), 100)
+    stats = run_dedup(spark, str(tmp_path / "in"), str(tmp_path / "out"), Settings())
+    assert _removed(str(tmp_path / "out")) == {"price-2024": ("near", "price-2023")}
+    assert stats["exact_duplicates"] == 0 and stats["documents_out"] == 5
+
+
+def test_a_grown_input_is_replanned_and_a_changed_part_refused(spark, tmp_path):
+    source = _scoped_input(tmp_path)
+    output = str(tmp_path / "out")
+    first = run_dedup(spark, source, output, Settings())
+    # A new part (a WARC filtered since): the plan is redone over both, under a new build.
+    factory = DocumentFactory(seed=30, median_words=200, sigma=0.1)
+    write_table(Storage(), docs_uri(source, "later"), _docs_table([{"id": "late", "text": " ".join(factory.words(3))}]), 100)
+    grown = run_dedup(spark, source, output, Settings())
+    assert grown["documents_in"] == first["documents_in"] + 1 and grown["build"] != first["build"]
+    assert grown["files"] == 2 and grown["files_redone"] == 1 and "late" in _ids(_read_all(Storage(), output, "docs"))
+    # A part rewritten since the plan: refused, naming it, rather than applying a stale plan.
+    write_table(Storage(), docs_uri(source, "later"), _docs_table([{"id": "late", "text": "other words now"}]), 100)
+    with pytest.raises(StaleProgress, match=r"part-later\.parquet changed since dedup planned it \(size \d+ -> \d+\); use a fresh output, or --force"):
+        run_dedup(spark, source, output, Settings())
+    assert run_dedup(spark, source, output, Settings(), force=True)["documents_in"] == grown["documents_in"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import string
+import unicodedata
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import xxhash
 from datasketch import MinHash
 
 from tasks.dedup.minhash import MinHasher, collision_probability, estimated_jaccard
-from tasks.dedup.normalize import _DIGIT, _NOT_WORD, normalize_text, shingles
+from tasks.dedup.normalize import _DIGIT, _NOT_WORD, digits_folded, normalize_text, shingles
 from tasks.samples.dedup_corpus import DocumentFactory, shingle_jaccard
 
 
@@ -132,3 +133,48 @@ def test_lsh_candidate_rate_follows_the_theoretical_curve():
         rate, predicted = hits / pairs_per_level, expected / pairs_per_level
         sigma = math.sqrt(predicted * (1 - predicted) / pairs_per_level)
         assert abs(rate - predicted) < max(4 * sigma, 0.02), (level, rate, predicted)
+
+
+# --- what normalisation keeps (issue 7, item 9) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("किताब", "कातिब"),  # Hindi "book" / "scribe": spacing vowel signs (Mc)
+        ("कुल", "कल"),  # "total" / "tomorrow": a non-spacing vowel sign (Mn)
+        ("पक्का", "पकका"),  # a virama joins a cluster
+        ("سأل", "سال"),  # Arabic "asked" / "flowed": hamza above
+        ("ข้าว", "ขาว"),  # Thai "rice" / "white": a tone mark
+        ("かき", "がき"),  # Japanese "oyster" / "brat": the voicing mark
+    ],
+)
+def test_marks_that_make_another_word_are_kept(a, b):
+    assert normalize_text(a) != normalize_text(b)
+
+
+def test_nfkc_folds_compatibility_forms_and_canonical_equivalents_agree():
+    assert normalize_text("Ｆｕｌｌ－ｗｉｄｔｈ ﬁne １２３", fold_digits=False) == "fullwidth fine 123"
+    assert normalize_text("\u0958") == normalize_text("\u0915\u093c")  # क़ precomposed or not
+    assert normalize_text("caf\u00e9") == normalize_text("cafe\u0301") == "cafe"
+    assert normalize_text("\ud55c\uae00") == normalize_text("\u1112\u1161\u11ab\u1100\u1173\u11af")  # 한글
+
+
+def test_exact_dedup_keeps_digits_and_near_dedup_folds_them():
+    assert normalize_text("Price 12.50 EUR", fold_digits=False) == "price 1250 eur"
+    assert normalize_text("Price 12.50 EUR") == "price 0000 eur"
+    assert digits_folded(normalize_text("Prix ٣٤ € – ١٢", fold_digits=False)) == normalize_text("Prix ٣٤ € – ١٢") == "prix 00 00"
+
+
+def test_real_sentences_in_scripts_with_marks_keep_every_letter_and_mark(realdata):
+    rows = (realdata / "lid" / "tatoeba_long.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    checked = 0
+    for row in rows:
+        code, _, _, text = row.split("\t")
+        if code not in {"hi", "bn", "ta", "te", "mr", "gu", "pa", "kn", "ml", "si", "ar", "ur", "th", "my", "km"}:
+            continue
+        expected = [c for c in unicodedata.normalize("NFKC", text).lower() if unicodedata.category(c)[0] in "LM"]
+        kept = [c for c in normalize_text(text) if unicodedata.category(c)[0] in "LM"]
+        assert kept == expected, (code, text)
+        checked += 1
+    assert checked >= 60

@@ -272,3 +272,18 @@ def test_a_long_or_failing_result_is_cut_to_the_context_or_reported(tool_model, 
     (failed,) = engine.generate([prompt], SamplingParams(max_tokens=30, temperature=0), tools={"search": broken})
     assert failed.tool_calls[0].error == "OSError: index offline"
     assert "<|result_start|>error: OSError: index offline<|result_end|>" in failed.text
+
+
+def test_streamed_text_never_splits_a_character(tool_model, tokenizer):
+    """A result in other scripts is forced in as byte-level tokens, a character's bytes in
+    separate tokens: each event carries only whole characters."""
+    engine = Engine(tool_model, tokenizer)
+    result = " café 東京"  # fits the 32-token context of the tool model
+    assert any(tokenizer.decode([t]).endswith("\ufffd") for t in tokenizer.encode(result))  # really split
+    generation = engine.stream([[tokenizer.bos_id, *tokenizer.encode(" Q apple")]], SamplingParams(max_tokens=60, temperature=0),
+                               tools={"search": lambda query: result})
+    events = list(generation)
+    forced = [event for event in events if event.forced]
+    assert len(forced) == len(tokenizer.encode(result)) + 2 and all("\ufffd" not in event.text for event in forced)
+    assert "".join(event.text for event in forced) == f"<|result_start|>{result}<|result_end|>"
+    assert "".join(event.text for event in events) == generation.completions[0].text

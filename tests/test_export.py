@@ -235,7 +235,7 @@ def test_export_hf_command_reads_a_checkpoint_from_object_storage(tokenizer, sea
     _checkpoint(tokenizer, Storage(seaweed), s3_prefix + "/run")
     monkeypatch.setenv("AWS_ENDPOINT_URL", seaweed.endpoint_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_access_key.get_secret_value())
     assert main(["export-hf", "--checkpoint", s3_prefix + "/run", "--output", str(tmp_path / "hf")]) == 0
     assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf").bos_token == BOS
 

@@ -18,7 +18,7 @@ from infra.storage import Storage, join
 from tasks.readers.inputs import InputError, open_warc, resolve_inputs, snapshot_of, snapshot_warc_urls
 from tasks.pipeline import StepStats
 from tasks.samples.crawl import generate_sample_crawl
-from tasks.readers.warc import iter_warc_documents
+from tasks.readers.warc import WarcReadError, iter_warc_documents
 
 SNAPSHOT = "CC-MAIN-2024-51"
 
@@ -126,13 +126,17 @@ def test_busy_server_and_dropped_connection_are_survived(server, crawl, trouble)
     assert hits[f"/{trouble}/{paths[0]}"] == 2
 
 
-def test_dropped_connection_without_range_support_keeps_what_came(server, crawl):
+def test_dropped_connection_without_range_support_is_a_read_error_not_damage(server, crawl):
+    """A download that cannot be resumed must fail the unit (and be redone), never be counted as
+    a corrupt file and marked done with the rest of the WARC lost."""
     base, paths, _ = server
-    docs, stats = read_docs(f"{base}/cut-norange/{paths[1]}")
-    expected = local_docs(crawl.warc_paths[1])
-    assert 0 < len(docs) < len(expected)
-    assert [d.id for d in docs] == [d.id for d in expected[: len(docs)]]
-    assert stats.dropped["truncated_or_corrupt_file"] == 1
+    url = f"{base}/cut-norange/{paths[1]}"
+    stats = StepStats()
+    with open_warc(url, Storage(), timeout=5, backoff_seconds=0.01) as stream:
+        documents = iter_warc_documents(stream, url, snapshot_of(url), stats)
+        with pytest.raises(WarcReadError, match=r"failed at byte \d+: .*cannot resume at byte"):
+            list(documents)
+    assert "truncated_or_corrupt_file" not in stats.dropped
 
 
 @pytest.mark.parametrize("bad", ["CC-MAIN-24-51", "CC-MAIN-2024-99", "cc-main-2024-51", "CC-MAIN-2024-51/"])

@@ -142,3 +142,64 @@ def test_real_text_keeps_its_length_and_ordinary_numbers():
     # A handful of contact addresses in 300 pages, and no IP address on these pages.
     assert 1 <= total["emails"] <= 30
     assert total["ipv4"] == total["ipv6"] == 0
+
+
+# --- real-world strings, both kinds of error (issue 7, item 8) -------------------------------
+# Each row: text, what it must become, what is counted. The first block are misses of the old
+# rules (addresses left in place or half replaced), the second false positives (numbers
+# rewritten as if they were addresses). Placeholders: email@example.com, 192.0.2.1.
+
+MISSES = [
+    # an address followed or preceded by CJK text, which puts no space around it
+    ("如有问题请联系jane@example.org谢谢", "如有问题请联系email@example.com谢谢", {"emails": 1}),
+    ("お問い合わせはtaro.yamada@example.co.jpまでお願いします。", "お問い合わせはemail@example.comまでお願いします。", {"emails": 1}),
+    ("客服邮箱：service@shop-example.cn（工作日回复）", "客服邮箱：email@example.com（工作日回复）", {"emails": 1}),
+    # a non-ASCII local part, once half replaced ("jöemail@example.com")
+    ("Schreiben Sie an jöhn@example.de.", "Schreiben Sie an email@example.com.", {"emails": 1}),
+    ("Contacto: josé.garcía@correo.es", "Contacto: email@example.com", {"emails": 1}),
+    # internationalised domain names, in Unicode and in punycode
+    ("Bestellungen an info@bücher.de oder kontakt@straße.de", "Bestellungen an email@example.com oder email@example.com", {"emails": 2}),
+    ("Пишите: почта@пример.рф", "Пишите: email@example.com", {"emails": 1}),
+    ("Mail ivan@xn--e1afmkfd.xn--p1ai now", "Mail email@example.com now", {"emails": 1}),
+    # (a Chinese local part glued to Chinese text cannot be told from it: here a colon ends it)
+    ("邮箱：用户@例子.公司", "邮箱：email@example.com", {"emails": 1}),
+    # an IPv4 address next to CJK text
+    ("服务器地址是8.8.8.8，端口80。", "服务器地址是192.0.2.1，端口80。", {"ipv4": 1}),
+    ("IPアドレス151.101.1.69からのアクセス", "IPアドレス192.0.2.1からのアクセス", {"ipv4": 1}),
+    ("公网IP：2606:4700:4700::1111已屏蔽", "公网IP：2001:db8::1已屏蔽", {"ipv6": 1}),
+    # addresses in a server log stay addresses, whatever numbers surround them
+    ('66.249.66.1 - - [10/Oct/2023:13:55:36 +0000] "GET / HTTP/1.1" 200', '192.0.2.1 - - [10/Oct/2023:13:55:36 +0000] "GET / HTTP/1.1" 200', {"ipv4": 1}),
+    ("Failed password for root from 185.220.101.4 port 22", "Failed password for root from 192.0.2.1 port 22", {"ipv4": 1}),
+]
+
+FALSE_POSITIVES = [
+    # version numbers
+    "Version 2.4.1.12 fixes a crash on startup.",
+    "Changes in 1.2.3.4: the parser no longer drops trailing spaces.",
+    "## [1.2.3.4] - 2019-05-02\n### Fixed\n- A crash in the importer.",
+    "1.2.3.4 (2019-05-02)\n- Fixed a memory leak.",
+    "- 2.4.1.12 / 2021-03-14: first public release",
+    "Fixed in 1.2.3.4, deprecated since 2.4.1.12, upgrade to 3.1.4.1.",
+    "Firmware 4.2.1.17 adds support for the new sensor.",
+    "Die Fassung 2.4.1.12 behebt einen Fehler.",
+    "版本 2.4.1.12 修复了一个错误。",
+    "バージョン1.2.3.4で修正されました。",
+    # section numbers
+    "See section 1.2.3.4 of the specification.",
+    "Nach § 4.1.2.3 ist das zulässig, siehe auch Abschnitt 2.4.1.12.",
+    "Conforme al artículo 1.2.3.4 del reglamento.",
+    # not addresses at all
+    "Retina images like icon@2x.png and a handle @someone.",
+    "如有问题@客服 请留言。",
+    "jane@example.org2 is not a domain, nor is a@b.c联系.",
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "counted"), MISSES)
+def test_real_world_misses_are_replaced(text, expected, counted):
+    assert scrub(text) == (expected, Counter(counted))
+
+
+@pytest.mark.parametrize("text", FALSE_POSITIVES)
+def test_real_world_lookalikes_are_left_alone(text):
+    assert scrub(text) == (text, Counter())

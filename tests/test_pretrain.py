@@ -9,6 +9,7 @@ stage and run through the project's own tokenize job on Spark, with a 512-token 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -300,3 +301,47 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, spark, real_docs, real_to
     _one_line_error(capsys, ["pretrain", "--tokens", real_tokens, "--output", str(broken), "--resume", *_set()],
                     str(weights), "truncated")
     _one_line_error(capsys, ["generate", "--checkpoint", str(tmp_path / "nothing"), "--prompt", "x"], "no complete checkpoint")
+
+
+# --- Prefect ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+async def _latest_run(flow_name: str) -> tuple[str, list[str], set[str]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName, FlowRunFilter, LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, LogSort
+
+    async with get_client() as client:
+        (run,) = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])), sort=FlowRunSort.START_TIME_DESC, limit=1
+        )
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+                                      limit=200, offset=0, sort=LogSort.TIMESTAMP_ASC)
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])),
+            flow_run_filter=FlowRunFilter(), sort=ArtifactSort.CREATED_DESC, limit=10,  # (a task filter drops flow-level ones)
+        )
+        return run.state_name, [log.message for log in logs], {artifact.key for artifact in artifacts}
+
+
+@pytest.mark.slow
+def test_the_pretrain_flow_puts_its_progress_in_the_run_logs(prefect_server, real_tokens, tmp_path):
+    from flows.pretrain import pretrain_flow
+
+    summary = pretrain_flow(real_tokens, str(tmp_path / "run"), overrides=parse_overrides([*TINY, "train.max_steps=4"]))
+    assert summary["steps"] == 4
+    state, messages, artifacts = asyncio.run(_latest_run("pretrain"))
+    assert state == "Completed" and "pretrain-summary" in artifacts
+    assert any(message.startswith("pretrain step 4/4 | loss ") and "tok/s" in message for message in messages), messages
+    assert any(message.startswith("pretrain eval step 4 | val_loss") for message in messages)

@@ -86,3 +86,26 @@ def test_a_streamed_output_appears_only_when_committed_and_an_error_leaves_nothi
     out.commit()
     out.abort()  # after a commit: nothing happens
     assert storage.read_bytes(target) == part * 3
+
+
+def test_a_write_that_raises_leaves_nothing(root):
+    storage, base = root
+    target = join(base, "part.parquet")
+    storage.write_bytes(target, b"the old, complete file")
+    with pytest.raises(RuntimeError, match="unit died"):
+        with storage.open_output(target) as out:
+            out.write(b"half of a new file")
+            raise RuntimeError("unit died")
+    assert storage.read_bytes(target) == b"the old, complete file"
+    assert [entry.uri for entry in storage.list(base)] == [target]  # no temporary left behind
+
+
+def test_stat_many_lists_each_folder_once(root):
+    storage, base = root
+    for name in ("a/1.bin", "a/2.bin", "b/3.bin"):
+        storage.write_bytes(join(base, name), name.encode() * 3)
+    wanted = [join(base, "a/1.bin"), join(base, "a/2.bin"), join(base, "b/3.bin"), join(base, "a/missing.bin")]
+    found = storage.stat_many(wanted)
+    assert sorted(found) == sorted(wanted[:3])
+    assert found[join(base, "b/3.bin")].size == 21 and found[join(base, "b/3.bin")].mtime_ns > 0
+    assert found[join(base, "a/1.bin")] == storage.stat(join(base, "a/1.bin"))

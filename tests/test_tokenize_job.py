@@ -17,6 +17,7 @@ from model.data import TokenStream
 from model.tokenizer import BpeTokenizer
 from tasks.formats.docs import docs_uri, documents_to_table, write_table
 from tasks.jobs.tokenize import TooLittleText, run_tokenize, val_fraction_for
+from tasks.jobs.units import StaleProgress
 from tasks.pipeline import Document
 from model.shards import Manifest, split_of
 from tests.conftest import REALDATA, needs_realdata
@@ -223,3 +224,22 @@ def test_small_runs_get_a_val_split_and_large_ones_keep_the_fraction(spark, tmp_
     write_docs(storage, stage, {"c": synthetic_corpus(30, seed=3)})
     with pytest.raises(ValueError, match="val fraction"):
         run_tokenize(spark, stage, output, settings)
+
+
+def test_other_shard_settings_are_refused_then_forced(spark, tmp_path):
+    storage = Storage()
+    stage = str(tmp_path / "docs")
+    texts = write_docs(storage, stage, {"a": synthetic_corpus(40, seed=1), "b": synthetic_corpus(40, seed=2)})
+    tokenizer_uri = str(tmp_path / "tokenizer.json")
+    BpeTokenizer.train(list(texts.values()), vocab_size=400).save(tokenizer_uri)
+    output = str(tmp_path / "tokens")
+    run_tokenize(spark, stage, output, job_settings(), tokenizer_uri)
+    shards_before = len(Manifest.read(storage, output).splits["train"].shards)
+    bigger = job_settings()
+    bigger.shards.shard_tokens = 5_000
+    with pytest.raises(StaleProgress, match=r"made with other settings \(shards\.shard_tokens: 2000 -> 5000\); use a fresh output, or --force"):
+        run_tokenize(spark, stage, output, bigger, tokenizer_uri)
+    forced = run_tokenize(spark, stage, output, bigger, tokenizer_uri, force=True)
+    assert forced["redone"] == 2 and forced["failed"] == {}
+    assert len(Manifest.read(storage, output).splits["train"].shards) < shards_before
+    assert_round_trip(storage, output, texts, val_fraction=0.1)

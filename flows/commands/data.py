@@ -3,14 +3,17 @@
     crawl2chat run                     crawl to chat model on a generated sample crawl (crawl-to-chat)
     crawl2chat run --data-only         the data flow alone (crawl-to-tokens)
     crawl2chat run --snapshot CC-MAIN-2024-51 --max-warcs 2 --output s3://bucket/run --rl dpo
-    crawl2chat filter --input 'crawl/*.warc.gz' --output out/
-    crawl2chat dedup --input out/ --output deduped/
+    crawl2chat filter --input 'crawl/*.warc.gz' --output out/          (writes out/filtered/)
+    crawl2chat dedup --input out/filtered --output deduped/
     crawl2chat tokenizer train --input deduped/ --output tokens/
     crawl2chat tokenize --input deduped/ --output s3://bucket/tokens
     crawl2chat serve --cron "0 6 * * 1" --snapshot latest --max-warcs 100 --output s3://bucket/cc
     crawl2chat sample-crawl --output crawl/
     crawl2chat blocklist load --from ut1.tar.gz --to lists/
     crawl2chat seaweed --dir .crawl2chat/seaweedfs
+
+`run`, `filter`, `dedup` and `tokenize` take `--force` (redo work made stale by other settings
+or changed inputs, instead of refusing it) and `--allow-partial` (go on without failed units).
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ from typing import Any
 
 from flows.cli import add_config_args, parse_overrides
 from infra.settings import SeaweedSettings
+
+
+def _add_run_policy_args(parser: argparse.ArgumentParser) -> None:
+    """What a rerun may do with earlier work that no longer matches, and with failed units."""
+    parser.add_argument("--force", action="store_true",
+                        help="redo work done under other settings or on inputs that changed since (default: refuse)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="go on without units that failed (default: stop, exit 1); the stats and manifest list them")
 
 
 def _add_input_args(parser: argparse.ArgumentParser, required_output: bool = True) -> None:
@@ -44,13 +55,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_input_args(run, required_output=False)
     run.add_argument("--ephemeral", action="store_true", help="report to a temporary Prefect server instead of the local stack")
     run.add_argument("--data-only", action="store_true", help="the data flow alone: WARC files to token shards")
+    _add_run_policy_args(run)
     from flows.commands.train import add_training_args
 
-    add_training_args(run, preset_default="cpu-tiny")
+    add_training_args(run, preset_default="cpu-tiny", with_force=False)  # --force: the run policy's, for every stage
     run.set_defaults(handler=_run_data_flow)
 
     filter_ = commands.add_parser("filter", help="WARC files -> filtered documents (Parquet) + stats.json")
     _add_input_args(filter_)
+    _add_run_policy_args(filter_)
     filter_.set_defaults(handler=_run_data_flow)
 
     for name, help_text in (
@@ -59,6 +72,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     ):
         stage = commands.add_parser(name, help=help_text)
         _add_stage_args(stage)
+        _add_run_policy_args(stage)
         stage.set_defaults(handler=_run_stage)
         if name == "tokenize":
             stage.add_argument("--tokenizer", help="an existing tokenizer.json to use instead of training one")
@@ -100,8 +114,14 @@ def _print_stage(stats: dict[str, Any]) -> None:
 
     print(f"\n== {stats['stage']} -> {stats['output']} ({stats['wall_seconds']} s)")
     print(funnel_text(stats))
+    _print_problems(stats)
+
+
+def _print_problems(stats: dict[str, Any]) -> None:
     for uri, error in (stats.get("inputs_failed") or {}).items():
         print(f"failed: {uri}: {error}", file=sys.stderr)
+    for uri, error in (stats.get("inputs_quarantined") or {}).items():
+        print(f"quarantined: {uri}: {error}", file=sys.stderr)
 
 
 def _run_data_flow(args: argparse.Namespace) -> int:
@@ -125,10 +145,11 @@ def _run_data_flow(args: argparse.Namespace) -> int:
     flow = crawl_to_tokens if args.command == "run" else crawl_to_docs
     # `run` uses the local stack (starting it), so the run stays in the UI; `filter` uses it if it is up.
     with prefect_server(settings, ephemeral=getattr(args, "ephemeral", False), start=args.command == "run"):
-        result = flow(output=output, inputs=uris, snapshot=snapshot, config_file=args.config, overrides=overrides)
+        result = flow(output=output, inputs=uris, snapshot=snapshot, config_file=args.config, overrides=overrides,
+                      force=args.force, allow_partial=args.allow_partial)
     if args.command == "filter":
         _print_stage(result)
-        return 1 if result["inputs_failed"] and not result["inputs_done"] else 0
+        return 0
     _print_stage(result["filter"])
     _print_dedup(result["dedup"], f"{output.rstrip('/')}/deduped")
     _print_tokens(result["tokenize"])
@@ -148,8 +169,8 @@ def _run_crawl_to_chat(args: argparse.Namespace, settings, output: str, uris: li
     settings = preflight_training(args, output, overrides)
     with prefect_server(settings, ephemeral=args.ephemeral, start=True):
         result = crawl_to_chat(output=output, inputs=uris, snapshot=snapshot, rl=args.rl, until=args.until,
-                               preset=args.preset, processes=args.processes, force=args.force, config_file=args.config,
-                               overrides=overrides)
+                               preset=args.preset, processes=args.processes, force=args.force,
+                               allow_partial=args.allow_partial, config_file=args.config, overrides=overrides)
     data = result["data"]
     _print_stage(data["filter"])
     _print_dedup(data["dedup"], f"{output.rstrip('/')}/deduped")
@@ -171,29 +192,32 @@ def _print_tokens(report: dict[str, Any]) -> None:
     print(f"\n== tokenize -> {summary['output']} ({summary['wall_seconds']} s)")
     for key, value in summary["totals"].items():
         print(f"{key:<20}{value}")
-    for uri, error in (report.get("failed") or {}).items():
-        print(f"failed: {uri}: {error}", file=sys.stderr)
+    _print_problems(summary)
 
 
 def _run_stage(args: argparse.Namespace) -> int:
-    from flows.credentials import refuse_credentials, run_settings
-    from flows.crawl_to_tokens import dedup_docs, tokenize_docs
+    from flows.credentials import run_settings
+    from infra.storage import Storage, StorageError
+    from tasks.formats.docs import list_doc_files
 
     overrides = parse_overrides(args.set)
-    refuse_credentials(overrides)
+    settings = run_settings(args.config, overrides)  # refuses credentials in --set
+    # Check the input before Prefect starts: a wrong --input costs one line and no flow run.
+    if not list_doc_files(Storage(settings.storage), args.input_uri):
+        raise StorageError(f"no document files (docs/*.parquet) under {args.input_uri}")
+    from flows.crawl_to_tokens import dedup_docs, tokenize_docs  # Prefect, only once the input is known good
+
     if args.command == "dedup":
-        stats = dedup_docs(args.input_uri, args.output, args.config, overrides)
+        stats = dedup_docs(args.input_uri, args.output, args.config, overrides, args.force, args.allow_partial)
         _print_dedup(stats, args.output)
-        return 1 if stats.get("files_failed") else 0
+        return 0
     if args.command == "tokenize":
-        report = tokenize_docs(args.input_uri, args.output, args.config, overrides, args.tokenizer)
+        report = tokenize_docs(args.input_uri, args.output, args.config, overrides, args.tokenizer, args.force, args.allow_partial)
         _print_tokens(report)
-        return 1 if report.get("failed") else 0
+        return 0
     # tokenizer train: no Spark, no flow; a sample of documents on this machine.
-    from infra.storage import Storage
     from tasks.jobs.tokenize import train_tokenizer_from_docs
 
-    settings = run_settings(args.config, overrides)
     print(json.dumps(train_tokenizer_from_docs(Storage(settings.storage), args.input_uri, args.output, settings.tokenizer), indent=2))
     return 0
 

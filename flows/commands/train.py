@@ -27,14 +27,15 @@ import time
 from flows.cli import add_config_args, parse_overrides
 
 
-def add_training_args(parser: argparse.ArgumentParser, preset_default: str | None = None) -> None:
-    """The options of the training stages that `run` and `train` share."""
+def add_training_args(parser: argparse.ArgumentParser, preset_default: str | None = None, with_force: bool = True) -> None:
+    """The options of the training stages that `run` and `train` share (`run` has its own --force)."""
     parser.add_argument("--rl", default="ppo", help="after SFT: ppo (a reward model, then PPO), dpo or grpo")
     parser.add_argument("--until", metavar="STAGE", help="stop after this stage (pretrain, sft, reward, ppo, dpo, grpo)")
     parser.add_argument("--preset", default=preset_default,
                         help=f"named training settings: cpu-tiny, cpu-small, gpu-gpt2-small, gpu-1b (default: {preset_default})")
     parser.add_argument("--processes", type=int, help="processes per stage (torchrun); default: one per GPU, else one")
-    parser.add_argument("--force", action="store_true", help="retrain stages recorded as made from other inputs or settings")
+    if with_force:
+        parser.add_argument("--force", action="store_true", help="retrain stages recorded as made from other inputs or settings")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

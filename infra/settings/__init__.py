@@ -10,8 +10,8 @@ variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 settings through `flows.credentials.run_settings`, which refuses credentials in overrides (Prefect
 stores flow parameters) and can take them from a Prefect Secret block.
 
-The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py` (inputs,
-the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
+The sections live by domain: `services.py` (storage, Spark, SeaweedFS, the local stack), `data.py` (jobs:
+unit quarantine and output leases; inputs, the filter chain, dedup, tokenizer, shards), `search.py` (the search tool's index), `train.py`
 (the model's shape, the training loop), `presets.py` (named sets of training values) and
 `serve.py` (the terminal chat's defaults and the model server). Every
 step or stage takes its own section, so it can be built and tested without the rest. Import any
@@ -37,9 +37,12 @@ from infra.settings.data import (
     GopherQualitySettings,
     GopherRepetitionSettings,
     InputSettings,
+    JobSettings,
     LanguageSettings,
+    PerLanguage,
     PiiSettings,
     ShardSettings,
+    TextSettings,
     TokenizerSettings,
     UrlFilterSettings,
 )
@@ -61,6 +64,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     seaweed: SeaweedSettings = Field(default_factory=SeaweedSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     input: InputSettings = Field(default_factory=InputSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)

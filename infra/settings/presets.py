@@ -6,7 +6,7 @@ A preset sits just above the defaults: a YAML file, the environment and `--set` 
 | preset          | layers x width (heads/kv) | context | params* | tokens/step | steps  | lr   |
 |-----------------|---------------------------|---------|---------|-------------|--------|------|
 | cpu-tiny        | 2 x 128 (4/4)             | 128     | ~1.5M   | 4,096       | 300    | 3e-3 |
-| cpu-small       | 4 x 256 (4/4)             | 256     | ~5M     | 8,192       | 1,500  | 2e-3 |
+| cpu-small       | 4 x 256 (4/4)             | 256     | ~5M     | 4,096       | 1,500  | 2e-3 |
 | gpu-gpt2-small  | 12 x 768 (12/12), tied    | 1024    | ~110M   | 524,288     | 19,073 | 6e-4 |
 | gpu-1b          | 22 x 2048 (32/4)          | 2048    | ~1.1B   | 2,097,152   | 11,000 | 4e-4 |
 
@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu-small": {
         "model": {"n_layer": 4, "n_head": 4, "n_kv_head": 4, "n_embd": 256, "seq_len": 256},
         "train": {
-            "batch_size": 32, "total_batch_tokens": 8192, "max_steps": 1500, "lr": 2e-3, "warmup_steps": 50,
+            "batch_size": 16, "total_batch_tokens": 4096, "max_steps": 1500, "lr": 2e-3, "warmup_steps": 50,
             "schedule": "cosine", "min_lr_ratio": 0.1, "eval_every": 250, "eval_tokens": 65_536,
             "checkpoint_every": 250, "log_every": 25, "sample_tokens": 32,
         },

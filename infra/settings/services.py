@@ -33,8 +33,12 @@ class StorageSettings(Section):
     # The name of a Prefect Secret block holding the credentials: a string (the secret key) or
     # JSON {"access_key_id": ..., "secret_access_key": ..., "session_token": ...}. Read by flows.
     secret_block: str | None = None
-    max_attempts: int = 5  # per request, with exponential backoff between attempts
-    backoff_seconds: float = 0.2  # first wait; doubles every attempt
+    # Per request, with exponential backoff and jitter between attempts; the default budget
+    # (about 8-16 s of waiting) outlasts a storage server restart.
+    max_attempts: int = 6
+    backoff_seconds: float = 0.5  # first wait; doubles every attempt
+    # S3 streams (WARCs) are read in ranged requests of this size, each retried and resumed alone.
+    read_block_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 
 
 def _secret_from_env(name: str) -> SecretStr | None:

@@ -3,8 +3,8 @@
 A sketch row holds what the rest of dedup needs and nothing more (never the text): a numeric
 key (file index << 32 | row number, which also locates the document for the final rewrite),
 the id and snapshot, the raw length (for `keep="longest"`), the 128-bit hash of the normalised
-text (exact dedup; null for a text that normalises to nothing), optionally of the URL, and the
-MinHash band keys (near dedup; null below one shingle); the full signature only when pairs are
+text with its digits (exact dedup; null for a text that normalises to nothing), optionally of
+the URL, and the MinHash band keys of the digit-folded form (near dedup; null below one shingle); the full signature only when pairs are
 to be verified. Files are read inside the tasks through `infra.storage`, so the same code reads
 local paths and s3://, and the driver sees no documents.
 """
@@ -21,7 +21,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from infra.settings import DedupSettings, StorageSettings
 from infra.storage import Storage
 from tasks.dedup.minhash import MinHasher
-from tasks.dedup.normalize import normalize_text, shingles
+from tasks.dedup.normalize import digits_folded, normalize_text, shingles
 from tasks.formats.docs import read_batches
 
 SKETCH_ARROW_SCHEMA = pa.schema(
@@ -57,8 +57,8 @@ def sketch_file(
         fields = (batch.column(name).to_pylist() for name in ("id", "url", "text", "snapshot"))
         for doc_id, url, text, snapshot in zip(*fields):
             text = text or ""
-            normalized = normalize_text(text)
-            grams, by_chars = shingles(normalized, settings.ngram_size)
+            normalized = normalize_text(text, fold_digits=False)  # exact dedup keeps the numbers
+            grams, by_chars = shingles(digits_folded(normalized), settings.ngram_size)
             signature = hasher.signature(grams) if grams else None
             columns["key"].append(document_key(file_index, row))
             columns["file"].append(file_index)

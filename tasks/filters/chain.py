@@ -1,7 +1,9 @@
 """Build the crawl-to-documents chain of steps from the filter settings.
 
 The order is FineWeb's: URL filter, text extraction, language ID, Gopher repetition, Gopher
-quality, C4, FineWeb filters, then PII scrubbing of what survives. A step switched off in the
+quality, C4, FineWeb filters, then PII scrubbing of what survives. The quality steps judge each
+document by the rules of the language the language step found (`filter.text` and each step's
+`languages`); a step switched off for one language keeps that language's documents. A step switched off in the
 settings is simply left out (extraction switched off keeps the decoded HTML as the text, for
 inputs that are already plain text). The chain is built once per Python process and reused by
 every task that runs there: loading the blocklist and the fastText model is the costly part.
@@ -33,17 +35,18 @@ class KeepHtmlAsText(Step):
 
 
 def build_chain(settings: FilterSettings) -> list[Step]:
-    candidates: list[tuple[bool, type[Step], object]] = [
-        (settings.url.enabled, UrlFilter, settings.url),
-        (settings.extraction.enabled, Extractor, settings.extraction),
-        (settings.language.enabled, LanguageFilter, settings.language),
-        (settings.gopher_repetition.enabled, GopherRepetitionFilter, settings.gopher_repetition),
-        (settings.gopher_quality.enabled, GopherQualityFilter, settings.gopher_quality),
-        (settings.c4.enabled, C4Filter, settings.c4),
-        (settings.fineweb.enabled, FineWebFilter, settings.fineweb),
-        (settings.pii.enabled, PiiScrubber, settings.pii),
+    quality = [settings.text]  # the quality steps also read how each language is written
+    candidates: list[tuple[bool, type[Step], list[object]]] = [
+        (settings.url.enabled, UrlFilter, [settings.url]),
+        (settings.extraction.enabled, Extractor, [settings.extraction]),
+        (settings.language.enabled, LanguageFilter, [settings.language]),
+        (settings.gopher_repetition.enabled, GopherRepetitionFilter, [settings.gopher_repetition, *quality]),
+        (settings.gopher_quality.enabled, GopherQualityFilter, [settings.gopher_quality, *quality]),
+        (settings.c4.enabled, C4Filter, [settings.c4, *quality]),
+        (settings.fineweb.enabled, FineWebFilter, [settings.fineweb, *quality]),
+        (settings.pii.enabled, PiiScrubber, [settings.pii]),
     ]
-    steps = [step_class(section) for enabled, step_class, section in candidates if enabled]
+    steps = [step_class(*sections) for enabled, step_class, sections in candidates if enabled]
     if not settings.extraction.enabled:
         steps.insert(1 if settings.url.enabled else 0, KeepHtmlAsText())
     return steps

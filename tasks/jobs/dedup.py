@@ -15,14 +15,18 @@
 3. Rewrite: per input file (tasks.jobs.units, resumable), read it, drop its removed rows, write
    <output>/docs/part-<unit>.parquet. 4. <output>/stats.json.
 
-A rerun after a crash skips what is done: the plan when <output>/_dedup_plan.json exists (its
-results are deterministic, so a replanned run removes the same documents), the files with a
-progress marker, and everything when stats.json exists.
+A rerun after a crash skips what is done: the plan when <output>/_dedup_plan.json was made over
+the same input files (same sizes and mtimes) and settings, and the files with a valid progress
+marker. Inputs that grew (a new docs part: a larger --max-warcs, a new WARC) are replanned over
+the union, which names a new `build` and redoes every rewrite (and, downstream, tokenizing);
+an input part that changed or vanished since the plan, or other settings, are refused with one
+line unless `force`. (Plans are deterministic, so a replanned run removes the same documents.)
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -36,14 +40,17 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from infra.lease import hold_lease
 from infra.settings import DedupSettings, Settings, StorageSettings
 from infra.storage import Storage, StorageError, join
 from tasks.dedup.components import connected_components
 from tasks.dedup.index import read_index, run_tag, write_index
 from tasks.dedup.lsh import band_rows, bucket, candidate_edges, verify_edges
 from tasks.dedup.sketch import sketch_documents
-from tasks.formats.docs import STATS_FILE, docs_uri, list_doc_files, unit_key, write_table
-from tasks.jobs.units import Progress, run_units
+from tasks.formats.docs import (
+    DOCS_DIR, PROGRESS_DIR, STATS_FILE, docs_uri, list_doc_files, read_stage_stats, unit_key, write_table,
+)
+from tasks.jobs.units import Progress, StaleProgress, check_settings, run_units, settings_sha
 
 log = logging.getLogger(__name__)
 
@@ -66,44 +73,111 @@ def removed_uri(output: str, unit: str) -> str:
     return join(output, REMOVED_DIR, f"part-{unit}.parquet")
 
 
-def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
+def dedup_shaping(settings: Settings) -> dict[str, Any]:
+    """The settings that shape the dedup stage's output."""
+    return {"dedup": settings.dedup.model_dump()}
+
+
+def run_dedup(
+    spark, input_uri: str, output_uri: str, settings: Settings, force: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
     """Deduplicate the docs stage at `input_uri` into `output_uri`; return (and write) the stats.
-    `progress(done, total)` hears of files rewritten (the last phase) while the job runs."""
+
+    Failed files are listed in the stats (`files_failed`), not raised: the caller decides.
+    `progress(done, total)` hears of files rewritten (the last phase) while the job runs.
+    """
     started = time.perf_counter()
     storage = Storage(settings.storage)
-    stats_uri = join(output_uri, STATS_FILE)
-    if storage.exists(stats_uri):
-        log.info("dedup output %s is complete, nothing to do", output_uri)
-        stats = json.loads(storage.read_text(stats_uri))
-        if progress is not None:
-            progress(stats["files"], stats["files"])
-        return stats
-    storage.check_writable(output_uri)
     files = list_doc_files(storage, input_uri)
     if not files:
         raise StorageError(f"no document files (docs/*.parquet) under {input_uri}")
-    plan_uri = join(output_uri, PLAN_FILE)
-    if storage.exists(plan_uri):
-        plan = json.loads(storage.read_text(plan_uri))
-    else:
-        plan = _plan(spark, files, output_uri, settings)
-        storage.write_text(plan_uri, json.dumps(plan))
-    rewrite = functools.partial(_rewrite_file, settings.storage, output_uri)
-    units = run_units(spark, files, rewrite, output_uri, settings.storage, progress)
-    stats = {
-        **plan,
-        "documents_out": sum(unit["docs_out"] for unit in units.stats.values()),
-        "files": len(files),
-        "files_resumed": units.resumed,
-        "files_failed": units.failed,
-        "wall_seconds": round(time.perf_counter() - started, 3),
-    }
-    stats["seconds"]["rewrite"] = round(units.seconds, 3)
-    if units.failed:
-        log.error("dedup: %d files failed, rerun to retry them: %s", len(units.failed), units.failed)
-    else:
-        storage.write_text(stats_uri, json.dumps(stats, indent=2))
+    storage.check_writable(output_uri)
+    with hold_lease(storage, output_uri, settings.jobs.lease_seconds, "dedup") as lease:
+        shaping = dedup_shaping(settings)
+        check_settings(storage, output_uri, shaping, force)
+        fingerprints = {uri: entry.fingerprint for uri, entry in storage.stat_many(files).items()}
+        plan = _reusable_plan(storage, output_uri, fingerprints, settings_sha(shaping), force)
+        if plan is None:
+            plan = _replan(spark, storage, files, fingerprints, output_uri, settings, settings_sha(shaping))
+        rewrite = functools.partial(_rewrite_file, settings.storage, output_uri)
+        units = run_units(
+            spark, files, rewrite, output_uri, settings.storage,
+            shaping=shaping, jobs=settings.jobs, force=force, upstream=plan["build"], progress=progress,
+        )
+        stats = {
+            **plan["figures"],
+            "build": plan["build"],
+            "documents_out": sum(unit["docs_out"] for unit in units.stats.values()),
+            "files": len(files),
+            "files_resumed": units.resumed,
+            "files_redone": units.redone,
+            "files_failed": units.failed,
+            "files_quarantined": units.quarantined,
+            "incomplete": {
+                **read_stage_stats(storage, input_uri).get("incomplete", {}),
+                **units.failed,
+                **{uri: f"quarantined: {error}" for uri, error in units.quarantined.items()},
+            },
+            "wall_seconds": round(time.perf_counter() - started, 3),
+        }
+        stats["seconds"] = {**plan["figures"]["seconds"], "rewrite": round(units.seconds, 3)}
+        if units.failed:
+            log.error("dedup: %d files failed, rerun to retry them: %s", len(units.failed), units.failed)
+        lease.check()
+        storage.write_text(join(output_uri, STATS_FILE), json.dumps(stats, indent=2))
     return stats
+
+
+def _reusable_plan(
+    storage: Storage, output: str, fingerprints: dict[str, dict], sha: str, force: bool
+) -> dict[str, Any] | None:
+    """The saved plan if it was made over these very input files and settings; None to replan
+    (no plan yet, or the input grew); StaleProgress when planned inputs changed (unless force)."""
+    uri = join(output, PLAN_FILE)
+    if not storage.exists(uri):
+        return None
+    plan = json.loads(storage.read_text(uri))
+    if plan.get("settings_sha") != sha or "build" not in plan:
+        return None  # other settings (already refused or forced by check_settings) or an old format
+    planned: dict[str, dict] = plan["inputs"]
+    problems = [
+        f"{part} changed since dedup planned it (size {before['size']} -> {fingerprints[part]['size']})"
+        if part in fingerprints else f"{part} is gone since dedup planned it"
+        for part, before in planned.items()
+        if fingerprints.get(part) != before
+    ]
+    if problems:
+        if not force:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StaleProgress(f"{output}: {problems[0]}{more}; use a fresh output, or --force to redo it")
+        log.warning("--force: replanning dedup of %s: %s", output, problems[0])
+        return None
+    added = fingerprints.keys() - planned.keys()
+    if added:
+        log.info("dedup input grew by %d file(s): replanning over all %d", len(added), len(fingerprints))
+        return None
+    return plan
+
+
+def _replan(
+    spark, storage: Storage, files: list[str], fingerprints: dict[str, dict], output: str, settings: Settings, sha: str
+) -> dict[str, Any]:
+    """Plan from scratch; the new plan's `build` makes every rewrite unit redo itself."""
+    plan_uri = join(output, PLAN_FILE)
+    if storage.exists(plan_uri):  # first, so a crash mid-replan cannot leave an old plan beside new lists
+        storage.delete(plan_uri)
+    figures = _plan(spark, files, output, settings)
+    current = {unit_key(uri) for uri in files}
+    for entry in storage.list(join(output, DOCS_DIR), ".parquet"):  # parts of inputs no longer there
+        if entry.uri.rsplit("/", 1)[-1].removeprefix("part-").removesuffix(".parquet") not in current:
+            storage.delete(entry.uri)
+    for entry in storage.list(join(output, PROGRESS_DIR), ".json"):
+        if entry.uri.rsplit("/", 1)[-1].removesuffix(".json") not in current:
+            storage.delete(entry.uri)
+    build = hashlib.sha256(json.dumps([sha, sorted(fingerprints.items())], default=str).encode()).hexdigest()[:16]
+    plan = {"build": build, "settings_sha": sha, "inputs": fingerprints, "figures": figures}
+    storage.write_text(plan_uri, json.dumps(plan))
+    return plan
 
 
 # --- plan -----------------------------------------------------------------------------------

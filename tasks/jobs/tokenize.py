@@ -13,7 +13,12 @@
    `val_fraction_for`) and writing size-capped shards (model/shards.py).
 3. Commit: only when every unit has finished does the driver write `manifest.json`, built from
    the units' progress markers in input order, so a resumed run commits the same manifest as
-   an uninterrupted one.
+   an uninterrupted one. With `allow_partial` it is written over the units that finished, and
+   its `incomplete` lists what it lacks (this stage's failed units and those of the stages
+   before it, from their stats.json).
+
+Progress is trusted only under the same shard settings and tokenizer (`_settings.json`) and for
+input parts of the same dedup build: a dedup replanned over a grown input redoes every unit.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ import pyarrow.parquet as pq
 import xxhash
 from pydantic import ValidationError
 
+from infra.lease import hold_lease
 from infra.settings import Settings, ShardSettings, StorageSettings, TokenizerSettings
 from infra.storage import Storage, StorageError, join
 from model.tokenizer import BpeTokenizer
-from tasks.formats.docs import list_doc_files, read_batches, unit_key
-from tasks.jobs.units import Progress, run_units
+from tasks.formats.docs import list_doc_files, read_batches, read_stage_stats, unit_key
+from tasks.jobs.units import Progress, check_settings, run_units
 from model.shards import (
     SPLITS,
     TOKENIZER_FILE,
@@ -238,48 +244,73 @@ class TokenizeUnit:
 
 def run_tokenize(
     spark, input_uri: str, output_uri: str, settings: Settings, tokenizer_uri: str | None = None,
-    progress: Progress | None = None,
+    force: bool = False, allow_partial: bool = False, progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Tokenize the documents under `input_uri` into shards under `output_uri`; commit a manifest.
 
     Returns a report. When a unit failed, `failed` lists it and no manifest is written (an
-    earlier one, if any, stays): run again to retry just the unfinished units. `progress(done,
+    earlier one, if any, stays) unless `allow_partial`: run again to retry just the unfinished units. `progress(done,
     total)` hears of files tokenized while the job runs (tasks/jobs/units.py).
     """
     started = time.perf_counter()
     storage = Storage(settings.storage)
-    storage.check_writable(output_uri)
     files = list_doc_files(storage, input_uri)
     if not files:
         raise StorageError(f"no document Parquet files under {input_uri}")
-    tokenizer, training = _resolve_tokenizer(storage, input_uri, output_uri, settings.tokenizer, tokenizer_uri)
-    val_fraction = val_fraction_for(storage, files, settings.shards)
-    shards = settings.shards.model_copy(update={"val_fraction": val_fraction})
-    work = TokenizeUnit(tokenizer, settings.storage, output_uri, shards)
-    result = run_units(spark, files, work, output_uri, settings.storage, progress)
-    report: dict[str, Any] = {
-        "output": output_uri,
-        "tokenizer_sha256": tokenizer.sha256,
-        "tokenizer_training": training,
-        "units": len(files),
-        "val_fraction": val_fraction,
-        "resumed": result.resumed,
-        "failed": result.failed,
-    }
-    if not result.failed:
-        manifest = _manifest(tokenizer, input_uri, val_fraction, [result.stats[unit_key(uri)] for uri in files])
-        manifest.write(storage, output_uri)  # last: the commit point
-        report["manifest"] = manifest_uri(output_uri)
-        report["splits"] = {
-            name: {"shards": len(info.shards), "docs": info.n_docs, "tokens": info.n_tokens}
-            for name, info in manifest.splits.items()
+    storage.check_writable(output_uri)
+    with hold_lease(storage, output_uri, settings.jobs.lease_seconds, "tokenize") as lease:
+        given = BpeTokenizer.load(tokenizer_uri, storage) if tokenizer_uri else None
+        shaping = {
+            "shards": settings.shards.model_dump(),
+            "tokenizer": {"sha256": given.sha256} if given else {"trained_with": settings.tokenizer.model_dump()},
         }
-        report["counts"] = dict(sum((Counter(stats["counts"]) for stats in result.stats.values()), Counter()))
+        if check_settings(storage, output_uri, shaping, force) and storage.exists(join(output_uri, TOKENIZER_FILE)):
+            storage.delete(join(output_uri, TOKENIZER_FILE))  # forced onto other settings: a new tokenizer
+        tokenizer, training = _resolve_tokenizer(storage, input_uri, output_uri, settings.tokenizer, tokenizer_uri)
+        upstream = read_stage_stats(storage, input_uri)
+        val_fraction = val_fraction_for(storage, files, settings.shards)
+        shards = settings.shards.model_copy(update={"val_fraction": val_fraction})
+        work = TokenizeUnit(tokenizer, settings.storage, output_uri, shards)
+        result = run_units(
+            spark, files, work, output_uri, settings.storage,
+            shaping=shaping, jobs=settings.jobs, force=force, upstream=upstream.get("build", ""),
+            progress=progress,
+        )
+        incomplete = {
+            **upstream.get("incomplete", {}),
+            **result.failed,
+            **{uri: f"quarantined: {error}" for uri, error in result.quarantined.items()},
+        }
+        report: dict[str, Any] = {
+            "output": output_uri,
+            "tokenizer_sha256": tokenizer.sha256,
+            "tokenizer_training": training,
+            "units": len(files),
+            "val_fraction": val_fraction,
+            "resumed": result.resumed,
+            "redone": result.redone,
+            "failed": result.failed,
+            "quarantined": result.quarantined,
+            "incomplete": incomplete,
+        }
+        if not result.failed or allow_partial:
+            done = [result.stats[unit_key(uri)] for uri in files if unit_key(uri) in result.stats]
+            manifest = _manifest(tokenizer, input_uri, val_fraction, done, incomplete)
+            lease.check()
+            manifest.write(storage, output_uri)  # last: the commit point
+            report["manifest"] = manifest_uri(output_uri)
+            report["splits"] = {
+                name: {"shards": len(info.shards), "docs": info.n_docs, "tokens": info.n_tokens}
+                for name, info in manifest.splits.items()
+            }
+            report["counts"] = dict(sum((Counter(stats["counts"]) for stats in done), Counter()))
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report
 
 
-def _manifest(tokenizer: BpeTokenizer, input_uri: str, val_fraction: float, unit_stats: list[dict[str, Any]]) -> Manifest:
+def _manifest(
+    tokenizer: BpeTokenizer, input_uri: str, val_fraction: float, unit_stats: list[dict[str, Any]], incomplete: dict[str, str]
+) -> Manifest:
     stale = {stats["tokenizer_sha256"] for stats in unit_stats} - {tokenizer.sha256}
     if stale:
         raise ValueError(
@@ -303,6 +334,7 @@ def _manifest(tokenizer: BpeTokenizer, input_uri: str, val_fraction: float, unit
         source_snapshots=sorted({snapshot for stats in unit_stats for snapshot in stats["snapshots"]}),
         val_fraction=val_fraction,
         splits=splits,
+        incomplete=incomplete,
     )
 
 

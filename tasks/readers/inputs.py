@@ -5,9 +5,11 @@ paths are made absolute so the same file is never listed twice); `snapshot_warc_
 snapshot's `warc.paths.gz` from Common Crawl (or any mirror of its layout) and `list_snapshots`
 the crawls of its collinfo.json; `open_warc` gives a forward-only binary stream for any of those
 URIs, for `tasks.readers.warc.iter_warc_documents` to read.
-HTTP downloads are streamed, never held whole; they are retried with backoff when the connection
-fails or the server says it is busy (Common Crawl answers 503 "Slow Down" under load), and
-resumed with a Range request when the connection drops mid-file.
+HTTP downloads are streamed, never held whole; they are retried with exponential backoff and
+jitter when the connection fails or the server says it is busy (Common Crawl answers 503 "Slow
+Down" under load), and resumed with a Range request when the connection drops mid-file. A
+download that cannot be resumed (the server ignores Range, or the retries run out) raises, so the
+unit reading it fails and is redone; it is never taken for a damaged file.
 
 Every problem the user can fix becomes an `InputError` whose message is one line naming it.
 
@@ -36,6 +38,7 @@ from typing import IO
 
 import pyarrow.fs as pafs
 
+from infra import retry
 from infra.storage import Storage, StorageError, is_s3
 
 log = logging.getLogger(__name__)
@@ -182,7 +185,9 @@ class HttpStream(io.RawIOBase):
     FastWARC asks a Python stream for `tell()`, which an HTTP response cannot answer, hence the
     byte counter. A connection that drops mid-file (an error, or the body ending short of its
     Content-Length) is reopened with `Range: bytes=<position>-`, up to HTTP_ATTEMPTS times, so a
-    1 GB Common Crawl WARC survives a reset without starting over.
+    1 GB Common Crawl WARC survives a reset without starting over. `If-Range` with the first
+    answer's ETag (or Last-Modified) makes a file that changed meanwhile come back whole rather
+    than spliced; that, like a server that ignores Range, is an error.
     """
 
     def __init__(self, url: str, timeout: float, backoff_seconds: float) -> None:
@@ -192,6 +197,7 @@ class HttpStream(io.RawIOBase):
         self.response = _urlopen(url, timeout, backoff_seconds)
         length = self.response.headers.get("Content-Length")
         self.size = int(length) if length and length.isdigit() else None
+        self.validator = self.response.headers.get("ETag") or self.response.headers.get("Last-Modified")
 
     def readable(self) -> bool:
         return True
@@ -212,14 +218,15 @@ class HttpStream(io.RawIOBase):
                 problem = error
             if attempt == HTTP_ATTEMPTS:
                 raise OSError(f"GET {display_uri(self.url)} failed at byte {self.position}: {problem}")
-            log.warning("GET %s broke off (%s), resuming at byte %d", display_uri(self.url), problem, self.position)
-            time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            delay = retry.backoff_seconds(attempt, self.backoff_seconds)
+            log.warning("GET %s broke off (%s), resuming at byte %d in %.1fs", display_uri(self.url), problem, self.position, delay)
+            time.sleep(delay)
             self._resume()
         raise AssertionError("unreachable")
 
     def _resume(self) -> None:
         self.response.close()
-        self.response = _urlopen(self.url, self.timeout, self.backoff_seconds, start=self.position)
+        self.response = _urlopen(self.url, self.timeout, self.backoff_seconds, self.position, self.validator)
         if self.position and self.response.status != 206:
             self.response.close()
             raise OSError(f"GET {display_uri(self.url)}: the server cannot resume at byte {self.position}")
@@ -230,13 +237,16 @@ class HttpStream(io.RawIOBase):
         super().close()
 
 
-def _urlopen(url: str, timeout: float, backoff_seconds: float = 1.0, start: int = 0) -> http.client.HTTPResponse:
-    """urlopen with retries and doubling waits on connection failures and busy-server answers."""
+def _urlopen(
+    url: str, timeout: float, backoff_seconds: float = 1.0, start: int = 0, validator: str | None = None
+) -> http.client.HTTPResponse:
+    """urlopen with retries and doubling, jittered waits on connection failures and busy-server answers."""
     headers = {"User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"
+        if validator:
+            headers["If-Range"] = validator
     request = urllib.request.Request(url, headers=headers)
-    delay = backoff_seconds
     for attempt in range(1, HTTP_ATTEMPTS + 1):
         try:
             return urllib.request.urlopen(request, timeout=timeout)
@@ -249,9 +259,9 @@ def _urlopen(url: str, timeout: float, backoff_seconds: float = 1.0, start: int 
             if attempt == HTTP_ATTEMPTS:
                 raise
             problem = _first_line(error)
+        delay = retry.backoff_seconds(attempt, backoff_seconds)
         log.warning("GET %s failed (%s), retry %d/%d in %.1fs", display_uri(url), problem, attempt, HTTP_ATTEMPTS - 1, delay)
         time.sleep(delay)
-        delay *= 2
     raise AssertionError("unreachable")
 
 

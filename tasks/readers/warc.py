@@ -20,6 +20,10 @@ ends at an empty gzip member) or a panic inside FastWARC ends that file, counted
 file without a single WARC record (an ARC file, a bzip2'd WARC, random bytes) counts as
 `no_warc_records`. bench/fuzz_warc.py holds the reader to this on 10,000+ damaged files. Each such file-level drop also counts one document in, so that
 `docs_in == docs_out + sum(dropped)` always holds.
+
+A failure of the stream itself is not damage and is never counted: a download that broke off
+and could not be resumed, or a storage read that kept failing, raises `WarcReadError`, so the
+unit fails, gets no progress marker, and a rerun reads the whole file again.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ class _Damaged(Exception):
     """The record in hand is cut short or unreadable: the rest of the file cannot be trusted."""
 
 
+class WarcReadError(OSError):
+    """The stream under the WARC failed (network, storage): the file was not read to its end."""
+
+
 def iter_warc_documents(
     stream: IO[bytes],
     warc_path: str,
@@ -75,10 +83,12 @@ def iter_warc_documents(
         try:
             record = next(records)
         except StopIteration:
+            positioned.raise_if_failed(warc_path)
             break
         except BaseException as error:  # noqa: BLE001 - FastWARC or the stream gave up mid-file
             if not _is_reader_error(error):
                 raise
+            positioned.raise_if_failed(warc_path)
             stats.docs_in += 1  # the unreadable rest of the file is the dropped "document"
             _count_damage(stats, warc_path, error)
             return
@@ -93,11 +103,13 @@ def iter_warc_documents(
             except _Skip as skip:
                 stats.dropped[skip.args[0]] += 1
             except (OSError, _Damaged) as error:  # a body that cannot be read ends the file
+                positioned.raise_if_failed(warc_path)
                 _count_damage(stats, warc_path, error)
                 return
         try:
             _read_to_end(record)
         except (OSError, _Damaged) as error:  # the file ends inside this record: the rest is lost
+            positioned.raise_if_failed(warc_path)
             stats.docs_in += 1
             _count_damage(stats, warc_path, error)
             return
@@ -117,7 +129,7 @@ def iter_warc_documents(
         log.warning("no WARC records in %s (not a WARC file, or an unsupported compression)", warc_path)
         stats.docs_in += 1
         stats.dropped["no_warc_records"] += 1
-    elif positioned.read(1):  # FastWARC ended early (an empty gzip member ends its stream)
+    elif positioned.read_after_end(warc_path):  # FastWARC ended early (an empty gzip member ends its stream)
         stats.docs_in += 1
         _count_damage(stats, warc_path, _Damaged(f"no record readable after byte {positioned.tell() - 1}"))
 
@@ -141,21 +153,40 @@ class _Positioned:
     """A forward-only stream plus the `tell()` FastWARC asks of every Python stream.
 
     pyarrow's input streams and HTTP responses cannot tell, and FastWARC aborts the process
-    (a Rust panic, not an exception) when asked to read one directly.
+    (a Rust panic, not an exception) when asked to read one directly. It also remembers a read
+    that raised, which is how a broken stream is told apart from damaged bytes.
     """
 
-    __slots__ = ("_read", "_position")
+    __slots__ = ("_read", "_position", "failure")
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._read, self._position = stream.read, 0
+        self.failure: Exception | None = None
 
     def read(self, size: int = -1) -> bytes:
-        data = self._read(size)
+        try:
+            data = self._read(size)
+        except Exception as error:
+            self.failure = error
+            raise
         self._position += len(data)
         return data
 
     def tell(self) -> int:
         return self._position
+
+    def read_after_end(self, warc_path: str) -> bytes:
+        """A byte past where FastWARC stopped, if there is one; a failing stream raises WarcReadError."""
+        try:
+            return self.read(1)
+        except Exception:  # noqa: BLE001 - remembered in `failure`, raised as what it is
+            self.raise_if_failed(warc_path)
+            raise
+
+    def raise_if_failed(self, warc_path: str) -> None:
+        if self.failure is not None:
+            first_line = (str(self.failure).splitlines() or [type(self.failure).__name__])[0]
+            raise WarcReadError(f"reading {warc_path} failed at byte {self._position}: {first_line}") from self.failure
 
 
 def _count_damage(stats: StepStats, warc_path: str, error: Exception) -> None:

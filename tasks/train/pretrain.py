@@ -77,19 +77,24 @@ def validation_rows(tokens_uri: str, storage: Storage, seq_len: int, max_tokens:
 @torch.no_grad()
 def evaluate_bpb(model: torch.nn.Module, inputs: Tensor, targets: Tensor, sizes: Tensor, batch_size: int,
                  dist: Distributed, autocast) -> dict[str, float]:
-    """val_loss and val_bpb over `inputs`/`targets` rows; rows are shared round-robin by rank."""
+    """val_loss and val_bpb over `inputs`/`targets` rows; rows are shared round-robin by rank.
+    Every rank runs the same number of forward passes (a rank out of rows repeats its first row
+    with weight 0), since a sharded (FSDP) forward is a collective."""
     device = dist.device
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # nats, target tokens, bytes
     sizes = sizes.to(device)
     mine = torch.arange(dist.rank, len(inputs), dist.world_size)
-    for start in range(0, len(mine), batch_size):
+    most = math.ceil(len(inputs) / dist.world_size)
+    for start in range(0, most, batch_size):
         rows = mine[start : start + batch_size]
+        weight = 1.0 if len(rows) else 0.0
+        rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
         x, y = inputs[rows].to(device), targets[rows].to(device)
         with autocast():
             logits = model(x)
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
-        sums += torch.stack([losses.sum().double(), torch.tensor(float(y.numel()), device=device, dtype=torch.float64),
-                             sizes[y].sum().double()])
+        sums += weight * torch.stack([losses.sum().double(), torch.tensor(float(y.numel()), device=device, dtype=torch.float64),
+                                      sizes[y].sum().double()])
     nats, count, nbytes = all_reduce_sum(sums).tolist()
     return {"val_loss": nats / count, "val_bpb": nats / math.log(2) / nbytes}
 

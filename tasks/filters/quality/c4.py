@@ -15,8 +15,14 @@ stripped, goes through these rules in this order (C4's, which FineWeb's datatrov
 
 So "lorem ipsum" and "{" only condemn a document when they sit on a line that survived rules 1-4.
 The document is then dropped if no line is left, or if the kept lines hold fewer than
-`min_sentences` sentences (counted with a regex, see `text.count_sentences`). `counts` gets, for
-each document the step keeps, the lines it removed by rule and the citation markers it deleted.
+`min_sentences` sentences (counted with a regex, see `text.count_sentences`; CJK full stops end
+sentences too). `counts` gets, for each document the step keeps, the lines it removed by rule and
+the citation markers it deleted.
+
+Words are whitespace tokens; in a language written without spaces (`languages.py`) a line's
+words are its segmented words, so a line of Chinese is not one long "word". Segmented words are
+never fewer nor longer than whitespace tokens, so only a line that whitespace tokens would drop
+by rule 1 or 4 is segmented. The settings apply as they do to the document's language.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from infra.settings import C4Settings
-from tasks.pipeline import Document, Step
+from infra.settings import C4Settings, TextSettings
+from tasks.filters.quality.languages import LanguageRules
 from tasks.filters.quality.text import TERMINAL_PUNCTUATION, count_sentences, lines
+from tasks.pipeline import Document, Step
 
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 COOKIE_PHRASES = ("cookie policy", "uses cookies", "use of cookies", "use cookies")
@@ -35,18 +42,27 @@ COOKIE_PHRASES = ("cookie policy", "uses cookies", "use of cookies", "use cookie
 class C4Filter(Step):
     name = "c4"
 
-    def __init__(self, settings: C4Settings | None = None) -> None:
+    def __init__(self, settings: C4Settings | None = None, text: TextSettings | None = None) -> None:
         self.settings = settings or C4Settings()
+        self._readings = LanguageRules(self.settings, text)
 
     def apply(self, doc: Document, counts: Counter | None = None) -> str | None:
-        s = self.settings
+        reading = self._readings(doc.language)
+        s = reading.settings
+        if not s.enabled:
+            return None
+        segment = reading.words.split if reading.words.segmented else None
         removed: Counter = Counter()
         kept: list[str] = []
         sentences = 0
         for line in lines(doc.text):
             line_words = line.split()
             # Only a line longer than the limit can hold a word longer than the limit.
-            if len(line) > s.max_word_length and max(map(len, line_words)) > s.max_word_length:
+            if (
+                len(line) > s.max_word_length
+                and max(map(len, line_words)) > s.max_word_length
+                and (segment is None or max(map(len, segment(line))) > s.max_word_length)
+            ):
                 removed["c4_line_long_word"] += 1
                 continue
             if s.remove_citations and "[" in line:
@@ -58,7 +74,9 @@ class C4Filter(Step):
             if s.filter_no_terminal_punct and (not line.endswith(TERMINAL_PUNCTUATION) or line.endswith("...")):
                 removed["c4_line_no_terminal_punct"] += 1
                 continue
-            if len(line_words) < s.min_words_per_line:
+            if len(line_words) < s.min_words_per_line and (
+                segment is None or len(segment(line)) < s.min_words_per_line
+            ):
                 removed["c4_line_too_few_words"] += 1
                 continue
             lowered = line.lower()
@@ -84,6 +102,7 @@ class C4Filter(Step):
         if counts is not None:
             counts.update(+removed)  # unary + leaves out zero counts (a line with no citation)
         return None
+
 
 
 def _is_policy_line(lowered: str) -> bool:

@@ -18,9 +18,14 @@ than 80% of words holding a letter, or fewer than two of the stop words (any cas
 are whitespace tokens that are not pure punctuation ("-", "|", "..." are not words), with
 attached punctuation counted in their length.
 
-Thresholds come from the settings (defaults are the paper's); a measure exactly at its threshold
-passes. Words are whitespace tokens throughout (see `text.py`): no tokenizer, which is where the
-time of other implementations goes.
+Thresholds come from the settings (defaults are the paper's) as they apply to the document's
+language (`languages.py`: FineWeb-2's per-language values and stop words ship for de, fr, es,
+zh and ja); a measure exactly at its threshold passes. A stop word is a whole word in any case:
+not glued to a letter on a side where it ends in one, so French "l'" counts in "l'homme". A
+language without stop words of its own skips that rule, counted as `no_stop_words:<language>`.
+Words are whitespace tokens (see `text.py`), cut by a segmenter for Chinese and Japanese, whose
+stop words are then looked for among those words: no general tokenizer, which is where the time
+of other implementations goes.
 """
 
 from __future__ import annotations
@@ -28,37 +33,53 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
+from dataclasses import dataclass
 
-from infra.settings import GopherQualitySettings, GopherRepetitionSettings
+from infra.settings import GopherQualitySettings, GopherRepetitionSettings, TextSettings
+from tasks.filters.quality.languages import LanguageRules, Reading
+from tasks.filters.quality.text import NGramRepetition, duplicates, lines, paragraphs
 from tasks.pipeline import Document, Step
-from tasks.filters.quality.text import NGramRepetition, duplicates, lines, paragraphs, words
+
+
+@dataclass(frozen=True)
+class _RepetitionRules:
+    reading: Reading[GopherRepetitionSettings]
+    max_n: int  # the largest n-gram size looked at
+    last_top_n: int  # the largest top-n-gram size
+    dup_floor: dict[int, float]  # the lowest duplicated-n-gram threshold among sizes >= n (see apply)
+
+    @classmethod
+    def build(cls, reading: Reading[GopherRepetitionSettings]) -> "_RepetitionRules":
+        s = reading.settings
+        sizes = [*s.top_n_grams, *s.dup_n_grams]
+        if any(n < 2 for n in sizes):
+            raise ValueError(f"n-gram sizes must be at least 2, got {sorted(sizes)} ({reading.language})")
+        floor = {n: min(t for m, t in s.dup_n_grams.items() if m >= n) for n in s.dup_n_grams}
+        return cls(reading, max(sizes, default=0), max(s.top_n_grams, default=0), floor)
 
 
 class GopherRepetitionFilter(Step):
     name = "gopher_repetition"
 
-    def __init__(self, settings: GopherRepetitionSettings | None = None) -> None:
-        self.settings = s = settings or GopherRepetitionSettings()
-        sizes = [*s.top_n_grams, *s.dup_n_grams]
-        if any(n < 2 for n in sizes):
-            raise ValueError(f"n-gram sizes must be at least 2, got {sorted(sizes)}")
-        self._max_n = max(sizes, default=0)
-        self._last_top_n = max(s.top_n_grams, default=0)
-        # The lowest duplicated-n-gram threshold among sizes >= n, for stopping early (see apply).
-        self._dup_floor = {n: min(t for m, t in s.dup_n_grams.items() if m >= n) for n in s.dup_n_grams}
+    def __init__(self, settings: GopherRepetitionSettings | None = None, text: TextSettings | None = None) -> None:
+        self.settings = settings or GopherRepetitionSettings()
+        self._rules = LanguageRules(self.settings, text, _RepetitionRules.build)
 
     def apply(self, doc: Document, counts: Counter | None = None) -> str | None:
-        s = self.settings
+        rules = self._rules(doc.language)
+        s = rules.reading.settings
+        if not s.enabled:
+            return None
         # Paragraphs first: a repeated paragraph also repeats its lines, and should be named as such.
         reason = _duplicate_reason("para", paragraphs(doc.text), s.dup_para_frac, s.dup_para_char_frac)
         reason = reason or _duplicate_reason("line", lines(doc.text), s.dup_line_frac, s.dup_line_char_frac)
-        if reason or not self._max_n:
+        if reason or not rules.max_n:
             return reason
-        repetition = NGramRepetition(words(doc.text))
+        repetition = NGramRepetition(rules.reading.words.split(doc.text))
         total = repetition.total_chars
         if total == 0:
             return None  # nothing to repeat; the quality filter drops empty documents
-        for n, starts, occurrences in repetition.levels(self._max_n):
+        for n, starts, occurrences in repetition.levels(rules.max_n):
             if n in s.top_n_grams and repetition.top_chars(n, starts, occurrences) / total > s.top_n_grams[n]:
                 return f"top_{n}_gram"
             if n in s.dup_n_grams:
@@ -67,7 +88,7 @@ class GopherRepetitionFilter(Step):
                     return f"duplicated_{n}_n_grams"
                 # Covered characters only shrink as n grows (a repeated (n+1)-gram is two
                 # overlapping repeated n-grams), so below every later threshold means done.
-                if n >= self._last_top_n and covered <= self._dup_floor[n]:
+                if n >= rules.last_top_n and covered <= rules.dup_floor[n]:
                     break
         return None
 
@@ -93,19 +114,39 @@ BULLETS = (
 ELLIPSES = ("...", "…")
 
 
+@dataclass(frozen=True)
+class _QualityRules:
+    reading: Reading[GopherQualitySettings]
+    stop_word: re.Pattern | None  # None: this language has no stop words, the rule is skipped
+
+    @classmethod
+    def build(cls, reading: Reading[GopherQualitySettings]) -> "_QualityRules":
+        # Longest first, so that no stop word hides another; whole words in any case ("The"
+        # counts as "the"), with no word character next to an end that is a word character
+        # ("l'" may be followed by a letter, "the" may not).
+        alternatives = "|".join(
+            ("(?<!\\w)" if _WORD_CHAR.match(word[:1]) else "")
+            + re.escape(word)
+            + ("(?!\\w)" if _WORD_CHAR.match(word[-1:]) else "")
+            for word in sorted(reading.settings.stop_words, key=len, reverse=True)
+        )
+        return cls(reading, re.compile(alternatives, re.IGNORECASE) if alternatives else None)
+
+
 class GopherQualityFilter(Step):
     name = "gopher_quality"
 
-    def __init__(self, settings: GopherQualitySettings | None = None) -> None:
+    def __init__(self, settings: GopherQualitySettings | None = None, text: TextSettings | None = None) -> None:
         self.settings = settings or GopherQualitySettings()
-        # Whole words, any case ("The" counts as "the"); longest first so no stop word hides another.
-        alternatives = "|".join(map(re.escape, sorted(self.settings.stop_words, key=len, reverse=True)))
-        self._stop_word = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE) if alternatives else None
+        self._rules = LanguageRules(self.settings, text, _QualityRules.build)
 
     def apply(self, doc: Document, counts: Counter | None = None) -> str | None:
-        s = self.settings
+        rules = self._rules(doc.language)
+        s = rules.reading.settings
+        if not s.enabled:
+            return None
         text = doc.text
-        tokens = words(text)
+        tokens = rules.reading.words.split(text)
         # Most tokens are plain words, which str.isalpha settles at C speed; the regexes only see
         # the few others ("end.", "2021", "--").
         letterless = [token for token in tokens if not token.isalpha() and not _LETTER.search(token)]
@@ -136,12 +177,14 @@ class GopherQualityFilter(Step):
         if (n_words - words_without_letters) / n_words < s.max_non_alpha_words_ratio:
             return "gopher_alpha_words"
 
-        if s.min_stop_words > 0 and self._count_stop_words(text, up_to=s.min_stop_words) < s.min_stop_words:
-            return "gopher_stop_words"
+        if s.min_stop_words > 0:
+            if rules.stop_word is None:
+                if counts is not None:
+                    counts[f"no_stop_words:{rules.reading.language}"] += 1
+            else:
+                # Segmented words are looked up as words: joined by spaces, each is a whole word.
+                searched = " ".join(tokens) if rules.reading.words.segmented else text
+                found = sum(1 for _ in itertools.islice(rules.stop_word.finditer(searched), s.min_stop_words))
+                if found < s.min_stop_words:  # counting stops at the minimum: usually within the first line
+                    return "gopher_stop_words"
         return None
-
-    def _count_stop_words(self, text: str, up_to: int) -> int:
-        """Stop words in `text`, counting no further than `up_to` (usually found in the first line)."""
-        if self._stop_word is None:
-            return 0
-        return sum(1 for _ in itertools.islice(self._stop_word.finditer(text), up_to))

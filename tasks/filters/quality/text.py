@@ -3,8 +3,9 @@
 One place, so that Gopher, C4 and FineWeb agree on what a word or a line is, and so each can stay
 a short list of thresholds. Everything here is built for speed on CPython: words are
 whitespace-separated tokens from `str.split` (C speed, and what the Gopher rules were written
-for; no spaCy or NLTK), lines and paragraphs are stripped and never empty, and repeated n-grams
-are found with a few numpy sorts per n-gram size instead of building millions of string tuples.
+for; no spaCy or NLTK; languages written without spaces cut them further, see `languages.py`),
+lines and paragraphs are stripped and never empty, and repeated n-grams are found with a few
+numpy sorts per n-gram size instead of building millions of string tuples.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from collections.abc import Iterator
 
 import numpy as np
 
-# What C4 and FineWeb accept as the end of a line of prose (closing quotes included).
-TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'")
+# What C4 and FineWeb accept as the end of a line of prose: FineWeb's . ! ? and closing quotes,
+# and the sentence ends of other scripts (CJK full-width stop, exclamation and question marks
+# and closing corner brackets; Arabic, Urdu, Devanagari, Armenian, Ethiopic, Burmese, Khmer and
+# Tibetan ends), so that a line of Chinese prose ending in "。" counts as one in any language.
+TERMINAL_PUNCTUATION = (
+    ".", "!", "?", '"', "'", "。", "！", "？", "．", "｡", "」", "』", "؟", "۔", "।", "॥", "։", "።", "፧", "။", "។", "།",
+)
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")  # two or more newlines, blank-looking lines included
-# A sentence ends in . ! or ?, maybe followed by closing quotes or brackets, then space or the end.
-# Abbreviations ("e.g. this") count as ends too; that is the price of not running a tokenizer.
-_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
+# A sentence ends in . ! or ? (or another script's end), maybe followed by closing quotes or
+# brackets, then space or the end. CJK text puts no space after its full-width ends, so those end
+# a sentence wherever they stand. Abbreviations ("e.g. this") count as ends too; that is the
+# price of not running a tokenizer.
+_SENTENCE_END = re.compile(r"[.!?؟۔।॥։።፧။។།]+[\"'”’)\]]*(?=\s|$)|[。！？｡]+[」』”’）)\]]*")
 
 
 def words(text: str) -> list[str]:
