@@ -29,6 +29,7 @@ import base64
 import json
 import logging
 from typing import Any
+from uuid import UUID
 
 from flows.credentials import run_settings
 from flows.plots import data_funnel, training_curves
@@ -221,14 +222,14 @@ def run_artifact_links() -> list[tuple[str, str, str]]:
         ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
     )
     from prefect.client.schemas.sorting import ArtifactSort
-    from prefect.context import get_run_context
+    from prefect.runtime import flow_run
     from prefect.settings import PREFECT_UI_URL
 
-    flow_run = getattr(get_run_context(), "flow_run", None)
-    if flow_run is None:
+    run_id = flow_run.id  # the flow run's, from a task of it too (a task's context has no flow_run)
+    if run_id is None:
         return []
     with get_client(sync_client=True) as client:
-        ids, frontier = [flow_run.id], [flow_run.id]
+        ids, frontier = [UUID(run_id)], [UUID(run_id)]
         while frontier:  # subflows, and theirs
             children = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))

@@ -8,7 +8,9 @@ Each stage trains into `<output>/<stage>/` by launching its CLI command (flows/s
 stage table, launching, and the skip-or-resume rule), so a rerun skips the stages that finished
 from the same inputs and settings, resumes the one that was interrupted, and refuses, in one
 line, to mix a stage with one made from other inputs (`force` retrains it). A failed stage is
-retried `retries` times, each retry resuming from its newest checkpoint.
+retried `retries` times, each retry resuming from its newest checkpoint. The flow holds the
+lease on `<output>` (infra/lease.py) while it trains, so a second run on the same output stops
+at once, in one line, instead of training the same stages beside it.
 
 Inputs: `tokens` (default `<output>/tokens`, where crawl-to-tokens writes them); `sft_data`,
 `pairs` and `prompts` for the later stages. Those not given are made from the run's own
@@ -57,6 +59,7 @@ from flows.stages import (
     summary_of,
     write_record,
 )
+from infra.lease import hold_lease
 from infra.storage import Storage, join
 from model.checkpoint import latest_pointer
 from model.trainer import METRICS_FILE
@@ -248,19 +251,20 @@ def train(
     report: bool = True,
 ) -> dict[str, Any]:
     """Train the pipeline's stages in order into `<output>/<stage>/` (see the module docstring)."""
-    run_settings(config_file, overrides, preset)  # a bad setting, or a credential, fails here in one line
+    settings = run_settings(config_file, overrides, preset)  # a bad setting, or a credential, fails here in one line
     stages = pipeline(rl, until)
     check_commands(stages)
     inputs = resolve_inputs(output, tokens, sft_data, pairs, prompts)
     made = None
-    if missing_made_inputs(stages, inputs):
-        made = chat_data_stage(docs or join(output, DEDUPED), join(output, CHAT_DATA), config_file, overrides)
-        for name in missing_made_inputs(stages, inputs):
-            inputs[name] = [entry["uri"] for entry in made["files"][MADE_INPUTS[name]]]
     results: dict[str, Any] = {}
-    for stage in stages:
-        launch = run_stage.with_options(name=stage.name, task_run_name=stage.name, retries=retries, retry_delay_seconds=5)
-        results[stage.name] = launch(stage.name, output, inputs, processes, force, preset, config_file, overrides)
+    with hold_lease(Storage(settings.storage), output, settings.jobs.lease_seconds, "train"):
+        if missing_made_inputs(stages, inputs):
+            made = chat_data_stage(docs or join(output, DEDUPED), join(output, CHAT_DATA), config_file, overrides)
+            for name in missing_made_inputs(stages, inputs):
+                inputs[name] = [entry["uri"] for entry in made["files"][MADE_INPUTS[name]]]
+        for stage in stages:
+            launch = run_stage.with_options(name=stage.name, task_run_name=stage.name, retries=retries, retry_delay_seconds=5)
+            results[stage.name] = launch(stage.name, output, inputs, processes, force, preset, config_file, overrides)
     summary = {"output": output, "rl": rl, "stages": results, "last": stages[-1].name, "chat_data": made, "inputs": inputs}
     if report:
         from flows.report_card import publish_report_card

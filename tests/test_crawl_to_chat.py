@@ -201,10 +201,10 @@ def test_spark_jobs_report_units_done_while_they_run(spark, tmp_path):
         return {"input": uri}
 
     output = str(tmp_path / "out")
-    run_units(spark, inputs[:1], slow, output, StorageSettings())
+    run_units(spark, inputs[:1], slow, output, StorageSettings(), shaping={})
     calls: list[tuple[int, int]] = []
-    result = run_units(spark, inputs, slow, output, StorageSettings(), progress=lambda *call: calls.append(call),
-                       poll_seconds=0.1)
+    result = run_units(spark, inputs, slow, output, StorageSettings(), shaping={},
+                       progress=lambda *call: calls.append(call), poll_seconds=0.1)
     assert result.resumed == 1 and len(result.stats) == 4
     assert calls[0] == (1, 4) and calls[-1] == (4, 4)
     done = [count for count, _ in calls]
