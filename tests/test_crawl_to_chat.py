@@ -149,14 +149,18 @@ def test_a_rerun_skips_every_finished_stage_and_writes_nothing(sample_run, capsy
     output = sample_run["output"]
     before = checksums(output / "pretrain")
     report_before = checksums(output / "report")
+    card_before = (output / "report" / "report.md").read_text()
+    assert "| pretrain | trained |" in card_before
     capsys.readouterr()
     assert main(["run", "--output", str(output), "--until", "pretrain", *sets(TINY)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"pretrain\s+skipped\s+12", out), out
     assert checksums(output / "pretrain") == before  # same bytes, not even rewritten
     after = checksums(output / "report")
-    assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in report_before.items()}
-    assert all(after[name][1] == report_before[name][1] for name in after if name.endswith(".png"))
+    assert after.keys() == report_before.keys()
+    assert all(after[name] == report_before[name] for name in after if name.endswith(".png"))  # not redrawn
+    # The card says what this run did: the same card, with pretraining skipped instead of trained.
+    assert card_before.replace("| pretrain | trained |", "| pretrain | skipped |") == (output / "report" / "report.md").read_text()
 
 
 def test_other_settings_are_refused_in_one_line_unless_forced(sample_run, capsys):
@@ -228,7 +232,8 @@ def test_a_stage_killed_mid_way_resumes_from_its_checkpoint(sample_run, tmp_path
 
     output = str(tmp_path / "killed")
     stage = join(output, "pretrain")
-    steps = {"train.max_steps": 40, "train.checkpoint_every": 8, "train.eval_every": 0, "train.sample_tokens": 0}
+    steps = {"train.max_steps": 40, "train.checkpoint_every": 8, "train.eval_every": 0, "train.sample_tokens": 0,
+             "train.log_every": 1}
     overrides = {}
     for key, value in {**TINY, **steps}.items():
         section, field = key.split(".")
