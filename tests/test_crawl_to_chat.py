@@ -200,15 +200,26 @@ def test_spark_jobs_report_units_done_while_they_run(spark, tmp_path):
         (tmp_path / f"unit-{i}.txt").write_text(str(i))
         inputs.append(str(tmp_path / f"unit-{i}.txt"))
 
-    def slow(uri: str, key: str) -> dict:
-        time.sleep(0.8)
+    seen_midway = tmp_path / "seen-midway"
+
+    def work(uri: str, key: str) -> dict:
+        # The last unit finishes only once the driver has reported a count between start and end
+        # (or after 60 s, and then the test fails): the job is still running when progress moves.
+        if uri.endswith("unit-3.txt"):
+            deadline = time.monotonic() + 60
+            while not seen_midway.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         return {"input": uri}
 
+    def progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        if 1 < done < total:
+            seen_midway.touch()
+
     output = str(tmp_path / "out")
-    run_units(spark, inputs[:1], slow, output, StorageSettings(), shaping={})
+    run_units(spark, inputs[:1], work, output, StorageSettings(), shaping={})
     calls: list[tuple[int, int]] = []
-    result = run_units(spark, inputs, slow, output, StorageSettings(), shaping={},
-                       progress=lambda *call: calls.append(call), poll_seconds=0.1)
+    result = run_units(spark, inputs, work, output, StorageSettings(), shaping={}, progress=progress, poll_seconds=0.1)
     assert result.resumed == 1 and len(result.stats) == 4
     assert calls[0] == (1, 4) and calls[-1] == (4, 4)
     done = [count for count, _ in calls]
