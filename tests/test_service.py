@@ -244,7 +244,7 @@ def test_data_flow_on_spark_standalone_matches_local(stack, deployed, tmp_path):
     storage, local = storage_of(stack), deployed["output"]
     started = time.monotonic()
     cluster = str(tmp_path / "cluster")
-    done = _cli(stack, "run", "--input", deployed["crawl"], "--output", cluster,
+    done = _cli(stack, "run", "--data-only", "--input", deployed["crawl"], "--output", cluster,
                 "--set", f"spark.master={stack.spark_master_url}", *FAST)
     assert done.returncode == 0, done.stderr[-3000:]
     print(f"\non {stack.spark_master_url}: {time.monotonic() - started:.1f} s")
