@@ -15,7 +15,7 @@ import pytest
 
 from infra.lease import LEASE_FILE, Lease, LeaseHeld, LeaseLost, hold_lease
 from infra.settings import StorageSettings
-from infra.storage import Storage, join
+from infra.storage import Storage, join, reveal
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -84,13 +84,20 @@ def test_renewal_keeps_it_and_a_stale_lease_is_taken_over(place):
     taker.release()
 
 
+def _settings_json(storage) -> str:
+    """The storage settings for a child process, secret included (model_dump_json masks it)."""
+    values = storage.settings.model_dump(mode="json")
+    values["secret_access_key"] = reveal(storage.settings.secret_access_key)
+    return json.dumps(values)
+
+
 def test_a_lease_of_a_killed_process_is_taken_over_at_once(place):
     storage, output = place
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from infra.lease import Lease; from infra.storage import Storage; "
          "from infra.settings import StorageSettings; import json; "
          "Lease(Storage(StorageSettings.model_validate_json(sys.argv[1])), sys.argv[2], 600).acquire(); "
-         "print('held', flush=True); time.sleep(600)", storage.settings.model_dump_json(), output],
+         "print('held', flush=True); time.sleep(600)", _settings_json(storage), output],
         stdout=subprocess.PIPE, text=True, cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     try:
