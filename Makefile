@@ -1,5 +1,5 @@
 # The two commands of the README, each doing its own set-up on a fresh machine:
-#   make run    the whole data flow on embedded defaults (generated sample crawl, local Spark,
+#   make run    crawl to chat model on embedded defaults (generated sample crawl, local Spark,
 #               local output under data/run), reported to the local stack's Prefect server,
 #               which it starts and leaves running (UI: http://127.0.0.1:4200; make down stops it)
 #   make test   the test suite (starts its own SeaweedFS S3 server and local Spark; installs

@@ -2,10 +2,13 @@
 
 Each stage is a Prefect task around one Spark job from `tasks/jobs/`; the flows chain them and
 publish every stage's funnel as artifacts, so the Prefect UI shows documents in and out and why
-each was dropped. Flows and tasks take the config file and overrides, never a loaded `Settings`,
-and load their settings with `run_settings` (flows/credentials.py): credentials come from the
-environment or a Prefect Secret block, never from parameters, which Prefect stores and shows.
-Stages are resumable on their own (progress markers under each stage's output), so retrying a task or re-running the flow after a crash skips finished work.
+each was dropped, and a progress artifact per stage that moves while its job runs (WARC files
+filtered, files rewritten by dedup, files tokenized, each of its total: flows/progress.py).
+Flows and tasks take the config file and overrides, never a loaded `Settings`, and load their
+settings with `run_settings` (flows/credentials.py): credentials come from the environment or a
+Prefect Secret block, never from parameters, which Prefect stores and shows. Stages are
+resumable on their own (progress markers under each stage's output), so retrying a task or
+re-running the flow after a crash skips finished work.
 
 A stage with a failed unit fails its task (`UnitsFailed`, listing what failed; Prefect retries
 it once, which redoes only the failed units) and so the flow run: nothing partial goes on to the
@@ -29,6 +32,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.credentials import refuse_credentials, run_settings
+from flows.progress import ProgressArtifact
 from flows.report import dedup_report, funnel_text, publish_stage_artifacts, tokenize_report
 from infra.lease import LeaseHeld, hold_lease
 from infra.settings import Settings
@@ -105,7 +109,8 @@ def filter_stage(
     force: bool = False, allow_partial: bool = False,
 ) -> dict[str, Any]:
     settings = run_settings(config_file, overrides)
-    stats = run_filter(spark_session(settings.spark), inputs, output, settings, snapshot, force)
+    progress = ProgressArtifact("filter-progress", "filter: WARC files done")
+    stats = run_filter(spark_session(settings.spark), inputs, output, settings, snapshot, force, progress.update)
     publish_stage_artifacts("filter", stats)
     _logger().info("filter funnel:\n%s", funnel_text(stats))
     require_complete("filter", stats["inputs_failed"], allow_partial)
@@ -118,7 +123,8 @@ def dedup_stage(
     allow_partial: bool = False,
 ) -> dict[str, Any]:
     settings = run_settings(config_file, overrides)
-    stats = run_dedup(spark_session(settings.spark), input_uri, output, settings, force)
+    progress = ProgressArtifact("dedup-progress", "dedup: document files rewritten")
+    stats = run_dedup(spark_session(settings.spark), input_uri, output, settings, force, progress.update)
     report = dedup_report(stats, output)
     publish_stage_artifacts("dedup", report)
     _logger().info("dedup funnel:\n%s", funnel_text(report))
@@ -132,7 +138,10 @@ def tokenize_stage(
     force: bool = False, allow_partial: bool = False,
 ) -> dict[str, Any]:
     settings = run_settings(config_file, overrides)
-    report = run_tokenize(spark_session(settings.spark), input_uri, output, settings, tokenizer_uri, force, allow_partial)
+    progress = ProgressArtifact("tokenize-progress", "tokenize: document files tokenized")
+    report = run_tokenize(
+        spark_session(settings.spark), input_uri, output, settings, tokenizer_uri, force, allow_partial, progress.update
+    )
     publish_stage_artifacts("tokenize", tokenize_report(report))
     _logger().info("tokenize: %s", json.dumps(tokenize_report(report)["totals"]))
     require_complete("tokenize", report["failed"], allow_partial)

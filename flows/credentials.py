@@ -45,10 +45,10 @@ def refuse_credentials(overrides: dict[str, Any] | None) -> None:
             )
 
 
-def run_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def run_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None) -> Settings:
     """The settings of a flow or task run, with credentials from the environment or a Secret block."""
     refuse_credentials(overrides)
-    settings = load_settings(config_file, overrides)
+    settings = load_settings(config_file, overrides, preset=preset)
     if settings.storage.secret_block:
         credentials = block_credentials(settings.storage.secret_block)
         settings.storage = settings.storage.model_copy(update=credentials)

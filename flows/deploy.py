@@ -3,7 +3,8 @@
     process pool (CPU)   new-snapshots/scheduled    reads collinfo.json on a cron, runs each new crawl
                          backfill/backfill          on demand: snapshot ids or a date range
                          crawl-to-tokens/on-demand  on demand: any WARC inputs or one snapshot
-    gpu pool             the training flows' deployments join here (see `deployments_by_pool`)
+    gpu pool             train/stages               on demand: the training stages on a run's tokens
+                         crawl-to-chat/end-to-end   on demand: crawl to chat model in one run
 
 Every deployment names its flow by module path (`flows.backfill.backfill`), so a worker runs
 the crawl2chat installed beside it (or the checkout on its PYTHONPATH: `crawl2chat up` sets
@@ -73,6 +74,20 @@ def data_deployments(
     ]
 
 
+def training_deployments(output: str, config_file: str | None = None, overrides: dict[str, Any] | None = None,
+                         max_warcs: int | None = None) -> list:
+    """The training flows' deployments, writing under `output` (a folder of a run's stages)."""
+    from flows.crawl_to_chat import crawl_to_chat
+    from flows.train import train
+
+    common = {"output": output, "config_file": config_file, "overrides": overrides or {}}
+    return [
+        make_deployment(train, "stages", common, tags=["train"]),
+        make_deployment(crawl_to_chat, "end-to-end", {**common, "inputs": None, "snapshot": None, "max_warcs": max_warcs},
+                        tags=["train", "data"]),
+    ]
+
+
 def ensure_pools(settings: ServicesSettings) -> None:
     """Create the CPU and GPU work pools (process type) where the server lacks them."""
     from prefect.client.orchestration import get_client
@@ -90,11 +105,13 @@ def ensure_pools(settings: ServicesSettings) -> None:
 def deployments_by_pool(settings: ServicesSettings, output: str, cron: str | None, **data_parameters: Any) -> dict[str, list]:
     """Every deployment `crawl2chat deploy` applies, by work pool.
 
-    The GPU pool exists (ensure_pools) and gets its worker where there is a GPU (`up --gpu`);
-    the training flows (`train`, then `crawl_to_chat`) add their deployments to it here, under
-    `settings.gpu_pool`.
+    The GPU pool exists (ensure_pools) and gets its worker where there is a GPU (`up --gpu`):
+    the training flows' deployments go there; their stages use every GPU of the worker's machine
+    (flows/stages.py).
     """
-    return {settings.cpu_pool: data_deployments(output, cron, **data_parameters)}
+    shared = {key: data_parameters.get(key) for key in ("config_file", "overrides", "max_warcs")}
+    return {settings.cpu_pool: data_deployments(output, cron, **data_parameters),
+            settings.gpu_pool: training_deployments(output, **shared)}
 
 
 def deploy_all(settings: ServicesSettings, by_pool: dict[str, list]) -> list[str]:

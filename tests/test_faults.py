@@ -1,6 +1,6 @@
 """The fault suite: the data flow under the faults a real crawl meets, driven as a user drives it.
 
-- SIGKILL of a real `crawl2chat run` process (its whole process group: driver, JVM, workers)
+- SIGKILL of a real `crawl2chat run --data-only` process (its whole process group: driver, JVM, workers)
   mid-run, then a rerun: the output equals a clean run's, file for file (content checksums of
   every docs part, removal list, shard and the manifest); nothing duplicated, nothing missing.
 - A real SeaweedFS server restarted while token shards are being written: the run completes,
@@ -158,7 +158,7 @@ def run_path(tmp_path_factory) -> Path:
 
 
 def run_argv(crawl, output: Path) -> list[str]:
-    return ["run", *(f"--input={p}" for p in crawl.warc_paths), "--output", str(output), *RUN_SETTINGS]
+    return ["run", "--data-only", *(f"--input={p}" for p in crawl.warc_paths), "--output", str(output), *RUN_SETTINGS]
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +378,7 @@ def test_connections_broken_mid_warc_fail_the_unit_until_a_rerun_redoes_it(
     url = warc_server.url("realpages.warc.gz")
     local_warc = str(crawl.warc_paths[0])
     output = tmp_path / "run"
-    argv = ["run", "--input", url, "--input", local_warc, "--output", str(output), *RUN_SETTINGS]
+    argv = ["run", "--data-only", "--input", url, "--input", local_warc, "--output", str(output), *RUN_SETTINGS]
     storage = Storage()
     warc_server.mood = "break"
 

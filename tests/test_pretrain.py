@@ -337,7 +337,7 @@ async def _latest_run(flow_name: str) -> tuple[str, list[str], set[str]]:
 
 @pytest.mark.slow
 def test_the_pretrain_flow_puts_its_progress_in_the_run_logs(prefect_server, real_tokens, tmp_path):
-    from flows.train import pretrain_flow
+    from flows.pretrain import pretrain_flow
 
     summary = pretrain_flow(real_tokens, str(tmp_path / "run"), overrides=parse_overrides([*TINY, "train.max_steps=4"]))
     assert summary["steps"] == 4

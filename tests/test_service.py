@@ -190,10 +190,12 @@ def _deploy_and_run(stack: Stack, tmp_path: Path) -> dict:
     return seen
 
 
-def test_deploy_puts_the_deployments_in_the_cpu_pool(deployed, stack):
+def test_deploy_puts_the_deployments_in_their_pools(deployed, stack):
     assert deployed["deploy_exit"] == 0
     assert set(deployed["deployments"]) >= {"scheduled", "backfill", "on-demand"}
-    assert {d["work_pool_name"] for d in deployed["deployments"].values()} == {stack.settings.cpu_pool}
+    pools = {name: d["work_pool_name"] for name, d in deployed["deployments"].items()}
+    assert {pools[name] for name in ("scheduled", "backfill", "on-demand")} == {stack.settings.cpu_pool}
+    assert {pools[name] for name in ("stages", "end-to-end")} == {stack.settings.gpu_pool}  # train, crawl-to-chat
     assert deployed["deployment"]["entrypoint"] == "flows.crawl_to_tokens.crawl_to_tokens"
     assert deployed["deployment"]["parameters"]["output"] == deployed["output"]
 
@@ -242,7 +244,7 @@ def test_data_flow_on_spark_standalone_matches_local(stack, deployed, tmp_path):
     storage, local = storage_of(stack), deployed["output"]
     started = time.monotonic()
     cluster = str(tmp_path / "cluster")
-    done = _cli(stack, "run", "--input", deployed["crawl"], "--output", cluster,
+    done = _cli(stack, "run", "--data-only", "--input", deployed["crawl"], "--output", cluster,
                 "--set", f"spark.master={stack.spark_master_url}", *FAST)
     assert done.returncode == 0, done.stderr[-3000:]
     print(f"\non {stack.spark_master_url}: {time.monotonic() - started:.1f} s")

@@ -1,7 +1,8 @@
-"""The data half's commands: the whole data flow, each stage, scheduled serving and utilities.
+"""The main command and the data half's: crawl to chat model, each data stage, serving, utilities.
 
-    crawl2chat run                     whole data flow on a generated sample crawl
-    crawl2chat run --snapshot CC-MAIN-2024-51 --max-warcs 2 --output s3://bucket/run
+    crawl2chat run                     crawl to chat model on a generated sample crawl (crawl-to-chat)
+    crawl2chat run --data-only         the data flow alone (crawl-to-tokens)
+    crawl2chat run --snapshot CC-MAIN-2024-51 --max-warcs 2 --output s3://bucket/run --rl dpo
     crawl2chat filter --input 'crawl/*.warc.gz' --output out/          (writes out/filtered/)
     crawl2chat dedup --input out/filtered --output deduped/
     crawl2chat tokenizer train --input deduped/ --output tokens/
@@ -50,10 +51,14 @@ def _add_stage_args(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    run = commands.add_parser("run", help="the whole data flow; with no input, on a generated sample crawl")
+    run = commands.add_parser("run", help="crawl to chat model (with no input, on a generated sample crawl)")
     _add_input_args(run, required_output=False)
     run.add_argument("--ephemeral", action="store_true", help="report to a temporary Prefect server instead of the local stack")
+    run.add_argument("--data-only", action="store_true", help="the data flow alone: WARC files to token shards")
     _add_run_policy_args(run)
+    from flows.commands.train import add_training_args
+
+    add_training_args(run, preset_default="cpu-tiny", with_force=False)  # --force: the run policy's, for every stage
     run.set_defaults(handler=_run_data_flow)
 
     filter_ = commands.add_parser("filter", help="WARC files -> filtered documents (Parquet) + stats.json")
@@ -135,6 +140,8 @@ def _run_data_flow(args: argparse.Namespace) -> int:
     settings = run_settings(args.config, overrides)
     output, snapshot = snapshot_run(settings, args.output, args.snapshot)
     uris = warc_inputs(settings, inputs, snapshot, args.max_warcs)
+    if args.command == "run" and not args.data_only:
+        return _run_crawl_to_chat(args, settings, output, uris, snapshot, overrides, sample=not args.inputs and not args.snapshot)
     flow = crawl_to_tokens if args.command == "run" else crawl_to_docs
     # `run` uses the local stack (starting it), so the run stays in the UI; `filter` uses it if it is up.
     with prefect_server(settings, ephemeral=getattr(args, "ephemeral", False), start=args.command == "run"):
@@ -146,6 +153,29 @@ def _run_data_flow(args: argparse.Namespace) -> int:
     _print_stage(result["filter"])
     _print_dedup(result["dedup"], f"{output.rstrip('/')}/deduped")
     _print_tokens(result["tokenize"])
+    return 0
+
+
+def _run_crawl_to_chat(args: argparse.Namespace, settings, output: str, uris: list[str], snapshot: str | None,
+                       overrides: dict[str, Any], sample: bool) -> int:
+    """`crawl2chat run`: the crawl-to-chat flow; on the sample crawl with its embedded settings."""
+    from flows.commands.service import prefect_server
+    from flows.commands.train import preflight_training, print_training
+    from flows.crawl_to_chat import SAMPLE_RUN, crawl_to_chat
+    from infra.settings import merge_settings
+
+    if sample:
+        overrides = merge_settings(SAMPLE_RUN, overrides)
+    settings = preflight_training(args, output, overrides)
+    with prefect_server(settings, ephemeral=args.ephemeral, start=True):
+        result = crawl_to_chat(output=output, inputs=uris, snapshot=snapshot, rl=args.rl, until=args.until,
+                               preset=args.preset, processes=args.processes, force=args.force,
+                               allow_partial=args.allow_partial, config_file=args.config, overrides=overrides)
+    data = result["data"]
+    _print_stage(data["filter"])
+    _print_dedup(data["dedup"], f"{output.rstrip('/')}/deduped")
+    _print_tokens(data["tokenize"])
+    print_training(result["train"], result["report"], settings)
     return 0
 
 

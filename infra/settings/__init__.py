@@ -104,11 +104,12 @@ class Settings(BaseSettings):
     config_file: str | None = Field(default=None, validation_alias=AliasChoices("CRAWL2CHAT_CONFIG", "config_file"))
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_settings(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """Nested setting values with `override`'s on top of `base`'s (neither is changed)."""
     merged = dict(base)
-    for key, value in override.items():
+    for key, value in (override or {}).items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = merge_settings(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -131,5 +132,5 @@ def load_settings(
             raise ValueError(f"config file {path} must hold a mapping at the top level")
     # Environment wins over the file: re-read the environment as a dict of explicitly set values.
     env_values = from_env.model_dump(exclude_defaults=True)
-    merged = _deep_merge(_deep_merge(_deep_merge(preset_part, file_values), env_values), overrides or {})
+    merged = merge_settings(merge_settings(merge_settings(preset_part, file_values), env_values), overrides or {})
     return Settings.model_validate(merged)

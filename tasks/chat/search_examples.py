@@ -23,7 +23,7 @@ quotes the source sentence only when the results show it whole.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from tasks.chat.qa import QA
@@ -71,8 +71,11 @@ def reply_text(qa: QA, results: str) -> str:
     return reply
 
 
-def search_conversation(qa: QA, index: SearchIndex, k: int, max_chars: int) -> list[Message] | str:
-    """The conversation teaching one search, or the reason the index does not back it."""
+def search_conversation(
+    qa: QA, index: SearchIndex, k: int, max_chars: int, reply: Callable[[QA, str], str] = reply_text
+) -> list[Message] | str:
+    """The conversation teaching one search, or the reason the index does not back it.
+    `reply(qa, results)` writes the answer (default: the answer phrase and its source)."""
     query = search_query(qa.question)
     hits = index.search(query, k)
     results = format_results(hits, max_chars)
@@ -85,13 +88,14 @@ def search_conversation(qa: QA, index: SearchIndex, k: int, max_chars: int) -> l
         {"role": "assistant", "content": [
             {"type": "search", "query": query},
             {"type": "search_results", "text": results},
-            {"type": "text", "text": reply_text(qa, results)},
+            {"type": "text", "text": reply(qa, results)},
         ]},
     ]
 
 
 def build_search_examples(
-    index: SearchIndex, qas: Iterable[QA], count: int, k: int | None = None, max_chars: int | None = None
+    index: SearchIndex, qas: Iterable[QA], count: int, k: int | None = None, max_chars: int | None = None,
+    reply: Callable[[QA, str], str] = reply_text,
 ) -> tuple[list[list[Message]], Funnel]:
     """Up to `count` conversations from `qas`, in their order; the funnel counts the rejects."""
     k = k or index.settings.top_k
@@ -103,7 +107,7 @@ def build_search_examples(
         if len(conversations) == count:
             break
         checked.docs_in += 1
-        result = search_conversation(qa, index, k, max_chars)
+        result = search_conversation(qa, index, k, max_chars, reply)
         if isinstance(result, str):
             checked.dropped[result] += 1
             continue

@@ -50,7 +50,7 @@ from tasks.dedup.sketch import sketch_documents
 from tasks.formats.docs import (
     DOCS_DIR, PROGRESS_DIR, STATS_FILE, docs_uri, list_doc_files, read_stage_stats, unit_key, write_table,
 )
-from tasks.jobs.units import StaleProgress, check_settings, run_units, settings_sha
+from tasks.jobs.units import Progress, StaleProgress, check_settings, run_units, settings_sha
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,13 @@ def dedup_shaping(settings: Settings) -> dict[str, Any]:
     return {"dedup": settings.dedup.model_dump()}
 
 
-def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings, force: bool = False) -> dict[str, Any]:
+def run_dedup(
+    spark, input_uri: str, output_uri: str, settings: Settings, force: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
     """Deduplicate the docs stage at `input_uri` into `output_uri`; return (and write) the stats.
 
     Failed files are listed in the stats (`files_failed`), not raised: the caller decides.
+    `progress(done, total)` hears of files rewritten (the last phase) while the job runs.
     """
     started = time.perf_counter()
     storage = Storage(settings.storage)
@@ -99,7 +102,7 @@ def run_dedup(spark, input_uri: str, output_uri: str, settings: Settings, force:
         rewrite = functools.partial(_rewrite_file, settings.storage, output_uri)
         units = run_units(
             spark, files, rewrite, output_uri, settings.storage,
-            shaping=shaping, jobs=settings.jobs, force=force, upstream=plan["build"],
+            shaping=shaping, jobs=settings.jobs, force=force, upstream=plan["build"], progress=progress,
         )
         stats = {
             **plan["figures"],

@@ -24,7 +24,7 @@ from tasks.filters.chain import chain_for
 from tasks.formats.docs import (
     DOC_SCHEMA, DROPPED_SCHEMA, STATS_FILE, PartWriter, documents_to_table, docs_uri, dropped_to_table, dropped_uri,
 )
-from tasks.jobs.units import run_units
+from tasks.jobs.units import Progress, run_units
 from tasks.pipeline import Document, Funnel, run_chain
 from tasks.readers.inputs import display_uri, open_warc, snapshot_of
 from tasks.readers.warc import iter_warc_documents
@@ -80,12 +80,14 @@ def filter_shaping(settings: Settings, snapshot: str) -> dict[str, Any]:
 
 
 def run_filter(
-    spark, inputs: list[str], output: str, settings: Settings, snapshot: str = "", force: bool = False
+    spark, inputs: list[str], output: str, settings: Settings, snapshot: str = "", force: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Filter every WARC in `inputs` (already resolved URIs) into `output`; return the stats.
 
     Failed files are listed in the stats (`inputs_failed`), not raised: the caller decides
-    whether a partial result may go on (flows/crawl_to_tokens.py).
+    whether a partial result may go on (flows/crawl_to_tokens.py). `progress(done, total)`
+    hears of WARCs finished while the job runs (tasks/jobs/units.py).
     """
     storage = Storage(settings.storage)
     storage.check_writable(output)
@@ -97,7 +99,7 @@ def run_filter(
     with hold_lease(storage, output, settings.jobs.lease_seconds, "filter") as lease:
         result = run_units(
             spark, inputs, work, output, settings.storage,
-            shaping=filter_shaping(settings, snapshot), jobs=settings.jobs, force=force,
+            shaping=filter_shaping(settings, snapshot), jobs=settings.jobs, force=force, progress=progress,
         )
         funnel = Funnel()
         for unit_stats in result.stats.values():

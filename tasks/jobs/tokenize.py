@@ -40,7 +40,7 @@ from infra.settings import Settings, ShardSettings, StorageSettings, TokenizerSe
 from infra.storage import Storage, StorageError, join
 from model.tokenizer import BpeTokenizer
 from tasks.formats.docs import list_doc_files, read_batches, read_stage_stats, unit_key
-from tasks.jobs.units import check_settings, run_units
+from tasks.jobs.units import Progress, check_settings, run_units
 from model.shards import (
     SPLITS,
     TOKENIZER_FILE,
@@ -244,12 +244,13 @@ class TokenizeUnit:
 
 def run_tokenize(
     spark, input_uri: str, output_uri: str, settings: Settings, tokenizer_uri: str | None = None,
-    force: bool = False, allow_partial: bool = False,
+    force: bool = False, allow_partial: bool = False, progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Tokenize the documents under `input_uri` into shards under `output_uri`; commit a manifest.
 
     Returns a report. When a unit failed, `failed` lists it and no manifest is written (an
-    earlier one, if any, stays) unless `allow_partial`: run again to retry just the unfinished units.
+    earlier one, if any, stays) unless `allow_partial`: run again to retry just the unfinished units. `progress(done,
+    total)` hears of files tokenized while the job runs (tasks/jobs/units.py).
     """
     started = time.perf_counter()
     storage = Storage(settings.storage)
@@ -273,6 +274,7 @@ def run_tokenize(
         result = run_units(
             spark, files, work, output_uri, settings.storage,
             shaping=shaping, jobs=settings.jobs, force=force, upstream=upstream.get("build", ""),
+            progress=progress,
         )
         incomplete = {
             **upstream.get("incomplete", {}),

@@ -29,6 +29,12 @@ as given. The stage decides what a failure means:
 `UnitsFailed` (exit code 1, flow run Failed) unless the user allowed a partial result.
 The markers hold each unit's stats, so the merged stats of a resumed run are those of an
 uninterrupted one.
+
+Progress: with `progress=callback`, `callback(done, total)` is called when the job starts (the
+units an earlier run finished count as done), whenever more of its tasks have finished, and at
+the end. A thread on the driver reads Spark's status tracker (the driver's own in-memory
+record of its jobs, no call to the executors) for the job's group every `poll_seconds`, so the
+job itself is not slowed; the flows turn the calls into a progress artifact in the Prefect UI.
 """
 
 from __future__ import annotations
@@ -39,10 +45,13 @@ import logging
 import os
 import pickle
 import signal
+import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +63,7 @@ from tasks.readers.inputs import display_uri, is_http
 log = logging.getLogger(__name__)
 
 UnitWork = Callable[[str, str], dict[str, Any]]  # (input uri, unit key) -> that unit's stats
+Progress = Callable[[int, int], None]  # (units done, units in all)
 MARKER_READ_THREADS = 16
 SHOWN_FAILURES = 3
 
@@ -263,6 +273,57 @@ def _run_unit(context: _UnitContext, uri: str, fingerprint: dict | None) -> tupl
     return uri, marker, None
 
 
+# --- progress while the job runs --------------------------------------------------------------
+
+
+class TaskProgress:
+    """Reports the finished tasks of the Spark jobs in one job group while they run (a thread
+    polling the driver's status tracker), as `progress(already_done + finished, total)`."""
+
+    def __init__(self, spark, progress: Progress, already_done: int, total: int, poll_seconds: float) -> None:
+        self.context, self.progress = spark.sparkContext, progress
+        self.already_done, self.total, self.poll_seconds = already_done, total, poll_seconds
+        self.group = f"crawl2chat-units-{uuid.uuid4().hex[:12]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=self.group, daemon=True)
+        self._last = -1
+
+    def finished_tasks(self) -> int:
+        tracker = self.context.statusTracker()
+        finished = 0
+        for job_id in tracker.getJobIdsForGroup(self.group):
+            job = tracker.getJobInfo(job_id)
+            for stage_id in job.stageIds if job else ():
+                stage = tracker.getStageInfo(stage_id)
+                finished += stage.numCompletedTasks if stage else 0
+        return finished
+
+    def report(self, done: int) -> None:
+        if done != self._last:
+            self._last = done
+            self.progress(min(done, self.total), self.total)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.report(self.already_done + self.finished_tasks())
+            except Exception as error:  # noqa: BLE001 - progress is a courtesy: never fail the job for it
+                log.debug("progress poll failed: %s", error)
+
+    def __enter__(self) -> "TaskProgress":
+        # Jobs started from this thread join the group (PySpark pins job properties per thread).
+        self._previous = self.context.getLocalProperty("spark.jobGroup.id")
+        self.context.setJobGroup(self.group, "crawl2chat units", interruptOnCancel=False)
+        self.report(self.already_done)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.context.setLocalProperty("spark.jobGroup.id", self._previous)
+
+
 # --- the driver --------------------------------------------------------------------------------
 
 
@@ -277,12 +338,15 @@ def run_units(
     jobs: JobSettings | None = None,
     force: bool = False,
     upstream: str = "",
+    progress: Progress | None = None,
+    poll_seconds: float = 1.0,
 ) -> UnitsResult:
     """Run `work` once per input not yet validly done, one Spark task each; merge in the rest.
 
     `shaping`: the settings that shape this stage's output; `upstream`: the build of the input
     stage (markers of another build are redone); `force`: redo stale and quarantined units
-    instead of refusing them.
+    instead of refusing them; `progress`: told units done of total while the job runs (see the
+    module docstring).
     """
     started = time.perf_counter()
     jobs = jobs or JobSettings()
@@ -331,7 +395,9 @@ def run_units(
     if todo:
         context = _UnitContext(work, storage_settings, output, sha, upstream, jobs.unit_attempts)
         rdd = spark.sparkContext.parallelize(todo, numSlices=len(todo))
-        outcomes = rdd.map(lambda uri: _run_unit(context, uri, fingerprints.get(uri))).collect()
+        watching = TaskProgress(spark, progress, result.resumed, len(inputs), poll_seconds) if progress else nullcontext()
+        with watching:
+            outcomes = rdd.map(lambda uri: _run_unit(context, uri, fingerprints.get(uri))).collect()
         for uri, marker, error in outcomes:
             if error is not None:
                 result.failed[display_uri(uri)] = error
@@ -344,5 +410,7 @@ def run_units(
                 result.stats[key] = marker["stats"]
     if kept:
         write_progress_index(storage, output, kept)  # one object for the next run to read
+    if progress is not None:
+        progress(len(result.stats) + len(result.quarantined), len(inputs))  # failed units are not done
     result.seconds = time.perf_counter() - started
     return result

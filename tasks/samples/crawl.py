@@ -433,7 +433,14 @@ def _write_warc(path: Path, pages: list[Page], rng: random.Random, start: dt.dat
             ("WARC-Identified-Payload-Type", page.content_type.split(";")[0]),
         ], response))
     # One gzip member per record, as Common Crawl writes them; mtime=0 keeps the bytes reproducible.
-    path.write_bytes(b"".join(gzip.compress(member, compresslevel=6, mtime=0) for member in members))
+    _write_if_changed(path, b"".join(gzip.compress(member, compresslevel=6, mtime=0) for member in members))
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    # The same crawl generated again leaves its files untouched: a rerun of `crawl2chat run` then
+    # sees the inputs its progress markers were made from (same size and mtime), not new ones.
+    if not (path.exists() and path.read_bytes() == data):
+        path.write_bytes(data)
 
 
 def _snapshot_start(snapshot: str) -> dt.datetime:
@@ -475,5 +482,5 @@ def generate_sample_crawl(
     )
     truth = {"snapshot": snapshot, "kinds": crawl.truth, "languages": crawl.languages,
              "duplicate_of": crawl.duplicate_of, "pii": crawl.pii}
-    crawl.truth_path.write_text(json.dumps(truth, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    _write_if_changed(crawl.truth_path, (json.dumps(truth, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
     return crawl
