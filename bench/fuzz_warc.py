@@ -230,6 +230,17 @@ def _vm_bytes() -> int:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss_bytes() -> int:
+    """This process's own resident high-water mark (VmHWM). Not ru_maxrss: Linux carries that
+    over exec from the forked parent, so a worker started by a 1 GB pytest process would report
+    the parent's size as its own."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker(cases: list[int], warc_dir: Path, memory_mb: int, sabotage: dict[str, int] | None = None) -> None:
     """Run `cases` in order, one JSON line each on stdout, then a last line with peak memory.
     `sabotage` ({"crash": case, "hang": case, "hog": case}) makes a case abort the process, sleep,
@@ -257,8 +268,7 @@ def worker(cases: list[int], warc_dir: Path, memory_mb: int, sabotage: dict[str,
                     print(json.dumps({"case": case, "kind": "hog", "problems": ["escaped MemoryError"]}), flush=True)
                     continue
             print(json.dumps(run_case(seeds, case, oracle, storage)), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"done": True, "peak_rss_bytes": peak}), flush=True)
+    print(json.dumps({"done": True, "peak_rss_bytes": _peak_rss_bytes()}), flush=True)
 
 
 # --- the runner ------------------------------------------------------------------------------
