@@ -43,12 +43,14 @@ from infra.seaweed import free_port, port_open
 from infra.services import Stack
 from infra.settings import SeaweedSettings, ServicesSettings, StorageSettings
 from infra.storage import Storage, join
+from model.tokenizer import BpeTokenizer
 from tasks.samples.crawl import generate_sample_crawl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--set", "tokenizer.vocab_size=300", "--set", "spark.shuffle_partitions=2"]  # tiny, same on every master
+# Tiny, the same on every master; the backfill's snapshots hold a few tens of KB of text each.
+FAST = ["--set", "tokenizer.vocab_size=300", "--set", "tokenizer.min_train_bytes=5000", "--set", "spark.shuffle_partitions=2"]
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +219,9 @@ def test_a_rerun_skips_committed_work_and_rewrites_no_data(deployed):
     before, after = deployed["files_before"], deployed["files_after"]
     assert set(after) == set(before)  # nothing added, nothing duplicated
     rewritten = {path for path in before if after[path] != before[path]}
-    # Only the rerun's own records: filter's stats (its resume counts) and the manifest's time.
-    assert rewritten <= {"/filtered/stats.json", "/tokens/manifest.json"}, rewritten
+    # Only the rerun's own records: filter's and dedup's stats (their resume counts) and the
+    # manifest's time.
+    assert rewritten <= {"/filtered/stats.json", "/deduped/stats.json", "/tokens/manifest.json"}, rewritten
     assert deployed["rerun_filter_stats"]["inputs_resumed"] == 3
     assert {**deployed["manifest_after"], "created_at": None} == {**deployed["manifest_before"], "created_at": None}
 
@@ -256,12 +259,20 @@ def test_data_flow_on_spark_standalone_matches_local(stack, deployed, tmp_path):
         assert _rows(storage, cluster, stage) == _rows(storage, local, stage) != []
     on_cluster = json.loads((tmp_path / "cluster" / "tokens" / "manifest.json").read_text())
     on_local = deployed["manifest_after"]
-    for key in ("tokenizer", "dtype", "source_snapshots"):
+    for key in ("dtype", "source_snapshots"):
         assert on_cluster[key] == on_local[key]
+    # Each run trains its tokenizer on the driver, from its documents in the order their parts are
+    # listed (a known difference between these two runs: see the closing note of issue 11), so
+    # the shards are compared as what they hold: every document once, in the same split, with the
+    # same text once decoded by its own run's tokenizer.
+    tokenizers = {run: BpeTokenizer.load(join(run, "tokens", "tokenizer.json"), storage) for run in (cluster, local)}
     for split in on_local["splits"]:
-        assert (on_cluster["splits"][split]["n_docs"], on_cluster["splits"][split]["n_tokens"]) == \
-            (on_local["splits"][split]["n_docs"], on_local["splits"][split]["n_tokens"])
-        assert _rows(storage, cluster, f"tokens/{split}") == _rows(storage, local, f"tokens/{split}")
+        assert on_cluster["splits"][split]["n_docs"] == on_local["splits"][split]["n_docs"]
+        decoded = {
+            run: sorted((row["id"], tokenizers[run].decode(row["tokens"])) for row in _rows(storage, run, f"tokens/{split}"))
+            for run in (cluster, local)
+        }
+        assert decoded[cluster] == decoded[local] != []
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
