@@ -242,7 +242,10 @@ class Stack:
         if not self.external_api_url:
             server = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(s.prefect_port)]
             services.append(
-                Service(SERVER, server, self._base_env(), lambda: http_ok(f"{self.api_url}/health", check=lambda b: b.strip() == b"true"),
+                # The UI asks its API at PREFECT_UI_API_URL, by default :4200: on another port it
+                # would show "Can't connect to Server API".
+                Service(SERVER, server, {**self._base_env(), "PREFECT_UI_API_URL": self.api_url},
+                        lambda: http_ok(f"{self.api_url}/health", check=lambda b: b.strip() == b"true"),
                         self.ui_url, s.prefect_port)
             )
         if spark:
