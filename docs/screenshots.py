@@ -71,8 +71,8 @@ def last_stage() -> str:
 
 def shoot(page, url: str, path: Path, tab: str | None = None, full_page: bool = False) -> None:
     page.goto(url, wait_until="networkidle", timeout=120_000)
-    if tab:
-        page.get_by_role("tab", name=tab).click()
+    if tab:  # the run page's tabs are buttons or tabs depending on the UI's version
+        page.get_by_text(tab, exact=True).first.click(timeout=60_000)
         page.wait_for_load_state("networkidle")
     page.wait_for_timeout(2500)  # the graph and the markdown render after the data arrives
     page.screenshot(path=str(path), full_page=full_page)
