@@ -156,6 +156,18 @@ class JsonlLog:
             self.storage.write_text(self.uri, "".join(json.dumps(record) + "\n" for record in self.records))
 
 
+def reader_states(saved: list[Any], slots: int, rank: int, accum: int, output_uri: str, section: str) -> list[Any]:
+    """This rank's reader states (one per micro-step) out of `saved`, the per-rank lists a
+    checkpoint holds; a checkpoint written with another number of readers cannot resume."""
+    flat = [state for rank_states in saved for state in (rank_states or [])]
+    if len(flat) != slots:
+        raise CheckpointError(
+            f"the checkpoint under {output_uri} was written with {len(flat)} readers (processes x accumulation steps); "
+            f"this run has {slots}: resume with the same {section}.total_batch_tokens, batch size and process count"
+        )
+    return flat[rank * accum : (rank + 1) * accum]
+
+
 def sequence_length(settings: TrainSettings, config: GPTConfig) -> int:
     """The training sequence length: train.seq_len, or the model's context; never above it."""
     length = settings.seq_len or config.seq_len

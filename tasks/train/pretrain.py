@@ -34,14 +34,14 @@ from torch import Tensor
 
 from infra.settings import Settings
 from infra.storage import Storage, join
-from model.checkpoint import CheckpointError, latest_pointer
+from model.checkpoint import latest_pointer
 from model.data import TokenStream
 from model.distributed import Distributed, all_reduce_sum, init_distributed
 from model.engine import Engine, SamplingParams
 from model.gpt import GPT, GPTConfig
 from model.shards import manifest_uri
 from model.tokenizer import BOS, BpeTokenizer
-from model.trainer import JsonlLog, LossOutput, Trainer, accumulation_steps, sequence_length
+from model.trainer import JsonlLog, LossOutput, Trainer, accumulation_steps, reader_states, sequence_length
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,8 @@ def pretrain(settings: Settings, tokens_uri: str, output_uri: str, resume: bool 
                for m in range(accum)]
     saved = trainer.begin(resume)
     if saved is not None:
-        flat = [state for rank_states in saved for state in (rank_states or [])]
-        if len(flat) != slots:
-            raise CheckpointError(
-                f"the checkpoint under {output_uri} was written with {len(flat)} readers (processes x accumulation steps); "
-                f"this run has {slots}: resume with the same train.total_batch_tokens, batch size and process count"
-            )
-        for m, stream in enumerate(streams):
-            stream.load_state_dict(flat[dist.rank * accum + m])
+        for stream, state in zip(streams, reader_states(saved, slots, dist.rank, accum, output_uri, "train")):
+            stream.load_state_dict(state)
     batches = [stream.batches(train.batch_size, seq_len) for stream in streams]
 
     def next_batch(micro_step: int) -> tuple[Tensor, Tensor]:

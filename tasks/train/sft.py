@@ -52,7 +52,7 @@ from model.export import load_for_inference
 from model.gpt import GPT
 from model.packing import Batch, Example, SftLoader, batch_width, collate, encode_example, plan_batches
 from model.tokenizer import BpeTokenizer
-from model.trainer import JsonlLog, LossOutput, Trainer, accumulation_steps, sequence_length
+from model.trainer import JsonlLog, LossOutput, Trainer, accumulation_steps, reader_states, sequence_length
 from tasks.chat.conversations import Conversation
 from tasks.chat.errors import ChatDataError
 from tasks.chat.mix import load_mix
@@ -230,15 +230,9 @@ def train_sft(settings: Settings, base: Base, data: SftData, output_uri: str, re
 
     saved = trainer.begin(resume)
     if saved is not None:
-        flat = [state for rank_states in saved for state in (rank_states or [])]
-        if len(flat) != slots:
-            raise CheckpointError(
-                f"the checkpoint under {output_uri} was written with {len(flat)} readers (processes x accumulation steps); "
-                f"this run has {slots}: resume with the same sft.train.total_batch_tokens, batch size and process count"
-            )
-        for m, loader in enumerate(loaders):
+        for loader, state in zip(loaders, reader_states(saved, slots, dist.rank, accum, output_uri, "sft.train")):
             try:
-                loader.load_state_dict(flat[dist.rank * accum + m])
+                loader.load_state_dict(state)
             except ValueError as error:
                 raise CheckpointError(f"cannot resume {output_uri}: {error}") from error
     if dist.is_main:  # once the run is known to be this data's (fresh, or resumed over the same)
