@@ -5,25 +5,19 @@ rerun asks nothing, and the pairs it labelled train a reward model that prefers 
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from infra.settings import load_settings
 from model.heads import RewardModel
 from tasks.chat.label import label_pairs
 from tasks.train.reward import train_reward
+from tests.model_server import served_model
 from tests.preference_world import BAD, GOOD, JUDGE_RUBRIC, TOPICS, build_judge, prompt_of, sentiment, write_jsonl
 from tests.rl_support import one_line_error
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 LABEL = {"rubric": JUDGE_RUBRIC, "concurrency": 4, "save_every": 16}
 
@@ -31,29 +25,8 @@ LABEL = {"rubric": JUDGE_RUBRIC, "concurrency": 4, "save_every": 16}
 @pytest.fixture(scope="module")
 def judge_url(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("judge")
-    checkpoint = build_judge(root)
-    command = [sys.executable, "-m", "flows.cli", "serve-model", "--checkpoint", checkpoint, "--port", "0", "--model-name", "judge"]
-    with open(root / "server.log", "w") as errors:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        line = process.stdout.readline()
-        found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-        assert found, f"the server did not start: {line!r}\n{(root / 'server.log').read_text()}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{found.group(1)}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield found.group(1)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with served_model(["--checkpoint", build_judge(root), "--model-name", "judge"], root / "server.log") as (url, _):
+        yield url
 
 
 def _unlabelled(path: Path, topics: tuple[str, ...], rng: random.Random) -> tuple[str, int]:

@@ -8,10 +8,8 @@ reply in a real headless Chromium driven by Playwright."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -34,8 +32,8 @@ from tests.chat_model import (
     SEARCH_QUESTION,
     SINGLE,
 )
+from tests.model_server import served_model
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -57,31 +55,10 @@ class Server:
 @pytest.fixture(scope="module")
 def server(chat_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    command = [sys.executable, "-m", "flows.cli", "serve-model", "--checkpoint", chat_model.checkpoint, "--port", "0",
-               "--search-index", chat_model.docs, "--set", "search.top_k=1", "--set", "search.result_chars=200",
-               "--set", "serve.batch_window_ms=100", "--model-name", "tiny-chat"]
-    with open(log, "w") as errors:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        line = process.stdout.readline()
-        found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-        assert found, f"the server did not start: {line!r}\n{log.read_text()}"
-        url = found.group(1)
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    args = ["--checkpoint", chat_model.checkpoint, "--search-index", chat_model.docs, "--set", "search.top_k=1",
+            "--set", "search.result_chars=200", "--set", "serve.batch_window_ms=100", "--model-name", "tiny-chat"]
+    with served_model(args, log) as (url, process):
         yield Server(url, process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
