@@ -13,8 +13,8 @@ A preset sits just above the defaults: a YAML file, the environment and `--set` 
 (*with a 4,096-token vocabulary for the CPU presets and 32,768 for the GPU ones.)
 
 The CPU presets were sized on this project's 2-core machine (BENCHMARKS.md, "Pretraining"):
-cpu-tiny in 6 minutes, cpu-small in 34 (2.285 bits per byte on the real text, below xz -9). The GPU presets take settings that
-are published as known to work at those sizes, cited at each. Each preset also sets `sft.train`,
+cpu-tiny in 6 minutes, cpu-small in 34 (2.285 bits per byte on the real text, below xz -9).
+The GPU presets take settings that are published as known to work at those sizes, cited at each. Each preset also sets `sft.train`,
 the loop of `crawl2chat sft` on a base of that size (its model is the base's;
 bench/bench_sft_quality.py runs the CPU ones on the real conversations).
 """
