@@ -1,0 +1,188 @@
+"""RLHF on the real preference data, from one SFT checkpoint: reward models, PPO, GRPO.
+
+    nice .venv/bin/python bench/bench_rlhf_quality.py --sft .bench/sft-quality/sft-real
+
+In one run (each stage resumable: a rerun continues where it stopped):
+1. two reward models from the SFT model on the HH-RLHF harmless-base pairs
+   (../shared/realdata/chat/hh_rlhf), on parts 0 and 1 of 2 of the non-held-out pairs
+   (`reward.parts`), so neither sees the other's pairs; both are evaluated on the same held-out
+   pairs (by content hash), against the 50% chance line and the reply-length rules ("the shorter
+   reply wins", "the longer reply wins", by characters of the reply) on exactly those pairs;
+2. PPO of the SFT model against the part-0 reward model, the part-1 model judging on held-out
+   prompts: reward, judge and KL curves (a PNG drawn by flows/plots.py), rollout tokens/s and
+   the share of the time spent generating;
+3. GRPO on the arithmetic generator (tasks/verifiable/arithmetic.py). The real conversations
+   never show the `#### <answer>` line the checker reads, so, as nanochat's SFT mix carries
+   GSM8K before its RL on GSM8K, the SFT model is first fine-tuned (`tasks.train.sft`, SFT's
+   settings with `--arith-sft-steps`) on `--arith-examples` worked problems of the generator's
+   training split; GRPO starts from that. Greedy accuracy on the same held-out problems for the
+   SFT model, after the worked problems (GRPO's step 0) and after GRPO.
+Prints Markdown tables for BENCHMARKS.md and writes every number to <work>/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flows.cli import parse_overrides  # noqa: E402
+from flows.plots import training_curves  # noqa: E402
+from infra.settings import load_settings  # noqa: E402
+from infra.storage import Storage  # noqa: E402
+from model.chat import text_of  # noqa: E402
+from model.checkpoint import latest_pointer  # noqa: E402
+from model.export import load_for_inference  # noqa: E402
+from model.trainer import sequence_length  # noqa: E402
+from tasks.chat.conversations import write_conversations  # noqa: E402
+from tasks.chat.pairs import load_pairs  # noqa: E402
+from tasks.train.grpo import grpo  # noqa: E402
+from tasks.train.ppo import ppo  # noqa: E402
+from tasks.train.reward import fit_pairs, split_pairs, train_reward  # noqa: E402
+from tasks.train.sft import sft as train_sft  # noqa: E402
+from tasks.verifiable.arithmetic import ArithmeticProblems  # noqa: E402
+
+HH = ROOT.parent / "shared" / "realdata" / "chat" / "hh_rlhf" / "harmless-base_test.jsonl.gz"
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def finished(run: Path, steps: int) -> bool:
+    pointer = latest_pointer(Storage(), str(run))
+    return bool(pointer and pointer["final"] and pointer["step"] == steps)
+
+
+def trained(run: Path, steps: int, train) -> None:
+    """Run `train()` unless `run` already holds its final checkpoint; a stage stopped early (a
+    SIGTERM makes the trainers checkpoint and return) ends the bench instead of feeding the next."""
+    if not finished(run, steps):
+        train()
+    if not finished(run, steps):
+        raise SystemExit(f"{run} stopped before step {steps}: rerun the bench to resume it")
+
+
+def length_rules(settings, sft: str) -> dict:
+    """Accuracy of "shorter wins" and "longer wins" on the reward stage's own held-out pairs
+    (the same fit to the context, split and cap); a tie counts as half right for both."""
+    model, tokenizer = load_for_inference(sft, Storage())
+    pairs, _ = fit_pairs(tokenizer, load_pairs([str(HH)]).pairs, sequence_length(settings.reward.train, model.config))
+    _, val = split_pairs(pairs, settings.reward.val_fraction)
+    val = val[: settings.reward.max_val_pairs]
+    shorter = longer = 0.0
+    for pair in val:
+        chosen, rejected = len(text_of(pair.chosen["content"])), len(text_of(pair.rejected["content"]))
+        shorter += 0.5 if chosen == rejected else float(chosen < rejected)
+        longer += 0.5 if chosen == rejected else float(chosen > rejected)
+    return {"pairs": len(val), "shorter_wins": shorter / len(val), "longer_wins": longer / len(val)}
+
+
+def run_reward(overrides: list[str], sft: str, work: Path, part: int) -> dict:
+    settings = load_settings(overrides=parse_overrides([*overrides, "reward.parts=2", f"reward.part={part}"]))
+    output = work / f"reward-part{part}"
+    trained(output, settings.reward.train.max_steps, lambda: train_reward(settings, sft, [str(HH)], str(output), resume=True))
+    evals = [r for r in records(output) if "val_accuracy" in r]
+    report = json.loads((output / "data_report.json").read_text())
+    return {"output": str(output), "split": report["split"], "context": report["context"],
+            "val_accuracy_start": evals[0]["val_accuracy"], "val_accuracy_end": evals[-1]["val_accuracy"],
+            "val_loss_end": evals[-1]["val_loss"], "train_seconds": records(output)[-1]["elapsed_seconds"]}
+
+
+def run_ppo(settings, sft: str, rewards: list[dict], work: Path) -> dict:
+    output = work / "ppo"
+    trained(output, settings.ppo.train.max_steps,
+            lambda: ppo(settings, sft, rewards[0]["output"], [str(HH)], str(output), judge=rewards[1]["output"], resume=True))
+    lines = records(output)
+    png = training_curves("ppo", lines)
+    if png:
+        (work / "ppo-curves.png").write_bytes(png)
+    evals = [r for r in lines if "judge_mean" in r]
+    steps = [r for r in lines if r.get("rollout_tokens_per_second") is not None]
+    return {"output": str(output), "steps": lines[-1]["step"], "train_seconds": lines[-1]["elapsed_seconds"],
+            "evals": [{k: r[k] for k in ("step", "val_reward_mean", "judge_mean", "val_response_length")} for r in evals],
+            "curve": [{k: r.get(k) for k in ("step", "reward_mean", "kl", "kl_coef", "response_length", "entropy", "distinct_2")}
+                      for r in steps],
+            "rollout_tokens_per_second": steps[-1]["rollout_tokens_per_second"], "generate_share": steps[-1]["generate_share"]}
+
+
+def grpo_eval(settings, policy: str, output: Path) -> dict:
+    """Step 0 of a GRPO run is its policy's greedy held-out evaluation: a one-step run's first eval line."""
+    trained(output, 1, lambda: grpo(settings, policy, str(output), task="arithmetic", resume=True))
+    return next(r for r in records(output) if "val_accuracy" in r)
+
+
+def run_grpo(settings, overrides: list[str], sft: str, work: Path, examples: int, sft_steps: int) -> dict:
+    problems = ArithmeticProblems(settings.grpo.arithmetic, seed=settings.grpo.train.seed)
+    worked = work / "arithmetic-worked.jsonl"
+    write_conversations(str(worked), [problems.train(i).conversation() for i in range(examples)])
+    warm = work / "sft-arithmetic"
+    warm_settings = load_settings(overrides=parse_overrides([*overrides, f"sft.train.max_steps={sft_steps}"]), preset="cpu-small")
+    trained(warm, sft_steps, lambda: train_sft(warm_settings, sft, [str(worked)], str(warm), resume=True))
+    one_step = load_settings(overrides=parse_overrides([*overrides, "grpo.train.max_steps=1"]))
+    before = grpo_eval(one_step, sft, work / "grpo-eval-sft")
+    output = work / "grpo"
+    trained(output, settings.grpo.train.max_steps, lambda: grpo(settings, str(warm), str(output), task="arithmetic", resume=True))
+    lines = records(output)
+    evals = [r for r in lines if "val_accuracy" in r]
+    steps = [r for r in lines if r.get("rollout_tokens_per_second") is not None]
+    return {"output": str(output), "steps": lines[-1]["step"], "train_seconds": lines[-1]["elapsed_seconds"],
+            "worked_examples": examples, "worked_sft_steps": sft_steps,
+            "sft_model": {k: before[k] for k in ("val_accuracy", "val_format_rate", "val_response_length")},
+            "evals": [{k: r[k] for k in ("step", "val_accuracy", "val_format_rate", "val_response_length")} for r in evals],
+            "reward_mean_first": steps[0]["reward_mean"], "reward_mean_last": steps[-1]["reward_mean"],
+            "rollout_tokens_per_second": steps[-1]["rollout_tokens_per_second"], "generate_share": steps[-1]["generate_share"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sft", required=True, help="the SFT checkpoint every stage starts from")
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "rlhf-quality")
+    parser.add_argument("--arith-examples", type=int, default=2000, help="worked arithmetic problems to fine-tune on before GRPO")
+    parser.add_argument("--arith-sft-steps", type=int, default=60, help="steps of that fine-tuning (SFT's cpu-small settings)")
+    parser.add_argument("--set", action="append", default=[], help="extra SECTION.FIELD=VALUE settings")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args.work.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(overrides=parse_overrides(args.set))  # the reward models' parts are set per model
+    results: dict = {"sft": args.sft, "settings": {k: getattr(settings, k).model_dump() for k in ("reward", "ppo", "grpo")}}
+
+    results["length_rules"] = length_rules(settings, args.sft)
+    results["reward"] = [run_reward(args.set, args.sft, args.work, part) for part in (0, 1)]
+    (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    results["ppo"] = run_ppo(settings, args.sft, results["reward"], args.work)
+    (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    results["grpo"] = run_grpo(settings, args.set, args.sft, args.work, args.arith_examples, args.arith_sft_steps)
+    (args.work / "results.json").write_text(json.dumps(results, indent=1))
+
+    rules = results["length_rules"]
+    print(f"\nReward models, held-out accuracy on the same {rules['pairs']} held-out pairs:\n")
+    print("| judge of the held-out pairs | accuracy |\n|---|---|\n| chance | 50.0% |")
+    print(f"| the shorter reply wins | {rules['shorter_wins']:.1%} |\n| the longer reply wins | {rules['longer_wins']:.1%} |")
+    for part, r in enumerate(results["reward"]):
+        print(f"| reward model, part {part} of 2 ({r['split']['train']} train pairs, {r['train_seconds']:.0f} s) | "
+              f"{r['val_accuracy_end']:.1%} (step 0: {r['val_accuracy_start']:.1%}) |")
+    p = results["ppo"]
+    print(f"\nPPO ({p['steps']} steps, {p['train_seconds']:.0f} s; rollout {p['rollout_tokens_per_second']:.0f} tokens/s, "
+          f"generating {p['generate_share']:.0%} of the time):\n")
+    print("| step | held-out reward (part 0) | judge (part 1) | reply length |\n|---|---|---|---|")
+    for e in p["evals"]:
+        print(f"| {e['step']} | {e['val_reward_mean']:.3f} | {e['judge_mean']:.3f} | {e['val_response_length']:.1f} |")
+    g = results["grpo"]
+    print(f"\nGRPO on arithmetic ({g['steps']} steps, {g['train_seconds']:.0f} s; rollout {g['rollout_tokens_per_second']:.0f} "
+          f"tokens/s, generating {g['generate_share']:.0%}):\n")
+    print("| model | held-out accuracy (greedy) | well-formed answers | reply length |\n|---|---|---|---|")
+    m = g["sft_model"]
+    print(f"| the SFT model | {m['val_accuracy']:.1%} | {m['val_format_rate']:.1%} | {m['val_response_length']:.1f} |")
+    for e in g["evals"]:
+        label = f"+ {g['worked_sft_steps']} SFT steps on {g['worked_examples']} worked problems" if e["step"] == 0 else f"+ GRPO, step {e['step']}"
+        print(f"| {label} | {e['val_accuracy']:.1%} | {e['val_format_rate']:.1%} | {e['val_response_length']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
