@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 1000}
+MAX_HEIGHT = 6000  # pixels: a report card taller than this is cut
 
 
 def api(stack: Stack, method: str, path: str, body: object = None) -> object:
@@ -69,13 +71,18 @@ def last_stage() -> str:
     return stages[-1]
 
 
-def shoot(page, url: str, path: Path, tab: str | None = None, full_page: bool = False) -> None:
+def shoot(page, url: str, path: Path, tab: str | None = None, whole: bool = False) -> None:
+    page.set_viewport_size(VIEWPORT)
     page.goto(url, wait_until="networkidle", timeout=120_000)
     if tab:  # the run page's tabs are buttons or tabs depending on the UI's version
         page.get_by_text(tab, exact=True).first.click(timeout=60_000)
         page.wait_for_load_state("networkidle")
     page.wait_for_timeout(2500)  # the graph and the markdown render after the data arrives
-    page.screenshot(path=str(path), full_page=full_page)
+    if whole:  # the UI scrolls inside its own panel, not the page: make the window as tall as that panel's content
+        height = page.evaluate("Math.max(...Array.from(document.querySelectorAll('*'), e => e.scrollHeight))")
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height) + 40, MAX_HEIGHT)})
+        page.wait_for_timeout(1000)
+    page.screenshot(path=str(path))
     print(f"wrote {path.relative_to(ROOT)}", flush=True)
 
 
@@ -85,6 +92,8 @@ def main() -> int:
     parser.add_argument("--keep", help="keep the run's output in this folder")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the stack
 
     state = Path(tempfile.mkdtemp(prefix="crawl2chat-screenshots-"))
     services = ServicesSettings(state_dir=str(state / "stack"), prefect_port=free_port(), cpu_worker_health_port=free_port(),
@@ -111,6 +120,9 @@ def main() -> int:
                     train_run = latest_run(stack, "train")
                     shoot(page, f"{stack.ui_url}/artifacts/artifact/{progress['id']}", docs / "prefect-progress.png")
                     shoot(page, f"{stack.ui_url}/runs/flow-run/{train_run['id']}", docs / "prefect-progress-run.png", tab="Artifacts")
+                    # A live run page polls and redraws: on 2 cores its renderer took most of a
+                    # core from the training stages it was waiting for.
+                    page.goto("about:blank")
                     progress_shot = True
             if run.returncode != 0:
                 raise SystemExit(f"the run failed with exit code {run.returncode}")
@@ -119,7 +131,7 @@ def main() -> int:
             chat_run = latest_run(stack, "crawl-to-chat")
             shoot(page, f"{stack.ui_url}/runs/flow-run/{chat_run['id']}", docs / "prefect-run.png", tab="Artifacts")
             card = artifact(stack, "report-card")
-            shoot(page, f"{stack.ui_url}/artifacts/artifact/{card['id']}", docs / "prefect-report-card.png", full_page=True)
+            shoot(page, f"{stack.ui_url}/artifacts/artifact/{card['id']}", docs / "prefect-report-card.png", whole=True)
             images = page.eval_on_selector_all("img", "els => els.map(e => [e.src.slice(0, 22), e.naturalWidth])")
             shown = [width for src, width in images if src.startswith("data:image/png")]
             print(f"report card images: {len(shown)} inline PNGs, widths {shown}")
