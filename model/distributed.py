@@ -79,6 +79,9 @@ def init_distributed(device: str = "auto") -> Distributed:
 
 def shutdown() -> None:
     if dist.is_initialized():
+        # Leave together: a rank tearing gloo down while its peer is still in the last
+        # collective aborted the peer at exit ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
