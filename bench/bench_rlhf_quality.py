@@ -87,11 +87,12 @@ def run_reward(overrides: list[str], sft: str, work: Path, part: int) -> dict:
     settings = load_settings(overrides=parse_overrides([*overrides, "reward.parts=2", f"reward.part={part}"]))
     output = work / f"reward-part{part}"
     trained(output, settings.reward.train.max_steps, lambda: train_reward(settings, sft, [str(HH)], str(output), resume=True))
-    evals = [r for r in records(output) if "val_accuracy" in r]
+    lines = records(output)
+    evals = [r for r in lines if "val_accuracy" in r]
     report = json.loads((output / "data_report.json").read_text())
     return {"output": str(output), "split": report["split"], "context": report["context"],
             "val_accuracy_start": evals[0]["val_accuracy"], "val_accuracy_end": evals[-1]["val_accuracy"],
-            "val_loss_end": evals[-1]["val_loss"], "train_seconds": records(output)[-1]["elapsed_seconds"]}
+            "val_loss_end": evals[-1]["val_loss"], "train_seconds": lines[-1]["elapsed_seconds"]}
 
 
 def run_ppo(settings, sft: str, rewards: list[dict], work: Path) -> dict:

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from flows.cli import parse_overrides  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
-from model.distributed import init_distributed, shutdown  # noqa: E402
+from model.distributed import init_distributed, process_group  # noqa: E402
 from model.gpt import GPT, GPTConfig  # noqa: E402
 from model.tokenizer import BpeTokenizer  # noqa: E402
 from model.trainer import LossOutput, Trainer, accumulation_steps, sequence_length  # noqa: E402
@@ -121,9 +121,9 @@ def main() -> None:
         print(f"| {result['preset']} | {result['device']} x {result['gpus']} | {result['params'] / 1e6:.0f}M | "
               f"{result['tokens_per_second']:,} tok/s | MFU {mfu_text} | {result['max_memory_gib']} GiB |")
         print(json.dumps(result))
-    shutdown()
     shutil.rmtree(run, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    with process_group():
+        main()

@@ -77,10 +77,19 @@ def init_distributed(device: str = "auto") -> Distributed:
     return Distributed(rank, local_rank, world_size, target)
 
 
-def shutdown() -> None:
+@contextlib.contextmanager
+def process_group() -> Iterator[None]:
+    """Around a training command: tear the process group down when it ends. A finished rank
+    waits for its peers first (one tearing gloo down while its peer was still in the last
+    collective aborted the peer at exit: "terminate called without an active exception"); a
+    failing rank leaves at once, so its peers' next collective fails instead of waiting."""
+    try:
+        yield
+    except BaseException:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise
     if dist.is_initialized():
-        # Leave together: a rank tearing gloo down while its peer is still in the last
-        # collective aborted the peer at exit ("terminate called without an active exception").
         dist.barrier()
         dist.destroy_process_group()
 

@@ -49,14 +49,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _run(stage, args: argparse.Namespace, **kwargs) -> int:
     from infra.settings import load_settings
-    from model.distributed import shutdown
+    from model.distributed import process_group
 
     settings = load_settings(args.config, parse_overrides(args.set))
     configure_logging()
-    try:
+    with process_group():
         summary = stage(settings, args.policy, output_uri=args.output, val_data=args.val_data, resume=args.resume, **kwargs)
-    finally:
-        shutdown()
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2))
     return 0

@@ -69,14 +69,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace, stage) -> int:
     from infra.settings import load_settings
-    from model.distributed import shutdown
+    from model.distributed import process_group
 
     settings = load_settings(args.config, parse_overrides(args.set))
     configure_logging()
-    try:
+    with process_group():
         summary = stage(settings)
-    finally:
-        shutdown()
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2))
     return 0

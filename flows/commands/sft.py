@@ -65,7 +65,7 @@ def _sft(args: argparse.Namespace) -> int:
     from flows.report import funnel_text
     from infra.settings import load_settings
     from infra.storage import Storage
-    from model.distributed import shutdown
+    from model.distributed import process_group
     from tasks.train.sft import sft
 
     overrides = parse_overrides(args.set)
@@ -74,10 +74,8 @@ def _sft(args: argparse.Namespace) -> int:
         raise ValueError(f"sft takes its model from --base and its loop from sft.train.*: {foreign[0]}.* settings do not apply")
     settings = load_settings(args.config, overrides, preset=args.preset)
     configure_logging()
-    try:
+    with process_group():
         summary = sft(settings, args.base, args.data, args.output, args.format, resume=args.resume)
-    finally:
-        shutdown()
     if os.environ.get("RANK", "0") == "0":
         report = json.loads(Storage(settings.storage).read_text(summary["data_report"]))
         for stats in report["files"]:

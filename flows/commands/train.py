@@ -132,15 +132,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from infra.settings import load_settings
-    from model.distributed import shutdown
+    from model.distributed import process_group
     from tasks.train.pretrain import pretrain
 
     settings = load_settings(args.config, parse_overrides(args.set), preset=args.preset)
     configure_logging()
-    try:
+    with process_group():
         summary = pretrain(settings, args.tokens, args.output, resume=args.resume)
-    finally:
-        shutdown()
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2))
     return 0
