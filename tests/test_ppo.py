@@ -79,8 +79,12 @@ def test_ppo_raises_the_reward_while_the_kl_stays_under_its_budget(rl_world, tmp
     # The first update starts at the sampling policy, to float rounding (the rollout's and the
     # update's log-probabilities come from different forward passes).
     assert rollouts[1]["kl"] == 0.0 and abs(lines[1]["train_approx_kl"]) < 1e-9
-    kl_coefs = [rollouts[i]["kl_coef"] for i in sorted(rollouts)]
-    assert len(set(kl_coefs)) > 1 and all(0.03 < coef < 0.08 for coef in kl_coefs)  # adapted towards the target
+    # Adapted towards the target after every rollout: down while its KL is under 2.0, up while
+    # over (a fixed range failed when a run's KL stayed low long enough to pass below it).
+    ordered = [rollouts[i] for i in sorted(rollouts)]
+    assert ordered[0]["kl_coef"] == 0.05
+    for before, after in zip(ordered, ordered[1:]):
+        assert (after["kl_coef"] > before["kl_coef"]) == (before["kl"] > 2.0), (before, after)
     for line in lines[1:]:
         assert all(line.get(name) is not None for name in PER_LINE), line
         assert 0 <= line["clip_fraction"] <= 1 and 0 < line["distinct_2"] <= 1 and 0 < line["generate_share"] < 1
