@@ -16,11 +16,9 @@ on stdout when training ends.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 from flows.cli import add_config_args, parse_overrides
-from flows.commands.train import configure_logging
+from flows.commands.train import run_training_command
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,15 +47,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _run(stage, args: argparse.Namespace, **kwargs) -> int:
     from infra.settings import load_settings
-    from model.distributed import process_group
 
     settings = load_settings(args.config, parse_overrides(args.set))
-    configure_logging()
-    with process_group():
-        summary = stage(settings, args.policy, output_uri=args.output, val_data=args.val_data, resume=args.resume, **kwargs)
-    if os.environ.get("RANK", "0") == "0":
-        print(json.dumps(summary, indent=2))
-    return 0
+    return run_training_command(
+        lambda: stage(settings, args.policy, output_uri=args.output, val_data=args.val_data, resume=args.resume, **kwargs))
 
 
 def _dpo(args: argparse.Namespace) -> int:

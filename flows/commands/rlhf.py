@@ -19,11 +19,9 @@ report) to stdout as JSON. The settings are `reward.*`, `ppo.*`, `best_of_n.*` a
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 from flows.cli import add_config_args, parse_overrides
-from flows.commands.train import configure_logging
+from flows.commands.train import run_training_command
 
 CHECKPOINT_HELP = "a run's output or one checkpoint folder, local or s3://"
 
@@ -69,15 +67,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace, stage) -> int:
     from infra.settings import load_settings
-    from model.distributed import process_group
 
     settings = load_settings(args.config, parse_overrides(args.set))
-    configure_logging()
-    with process_group():
-        summary = stage(settings)
-    if os.environ.get("RANK", "0") == "0":
-        print(json.dumps(summary, indent=2))
-    return 0
+    return run_training_command(lambda: stage(settings))
 
 
 def _reward(args: argparse.Namespace) -> int:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from flows.cli import add_config_args, parse_overrides
-from flows.commands.train import configure_logging
+from flows.commands.train import run_training_command
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -65,7 +64,6 @@ def _sft(args: argparse.Namespace) -> int:
     from flows.report import funnel_text
     from infra.settings import load_settings
     from infra.storage import Storage
-    from model.distributed import process_group
     from tasks.train.sft import sft
 
     overrides = parse_overrides(args.set)
@@ -73,15 +71,14 @@ def _sft(args: argparse.Namespace) -> int:
     if foreign:
         raise ValueError(f"sft takes its model from --base and its loop from sft.train.*: {foreign[0]}.* settings do not apply")
     settings = load_settings(args.config, overrides, preset=args.preset)
-    configure_logging()
-    with process_group():
-        summary = sft(settings, args.base, args.data, args.output, args.format, resume=args.resume)
-    if os.environ.get("RANK", "0") == "0":
+
+    def print_funnels(summary: dict) -> None:
         report = json.loads(Storage(settings.storage).read_text(summary["data_report"]))
         for stats in report["files"]:
             print(f"\n== {stats['input']} ({stats['format']})\n{funnel_text(stats)}", file=sys.stderr)
-        print(json.dumps(summary, indent=2))
-    return 0
+
+    return run_training_command(lambda: sft(settings, args.base, args.data, args.output, args.format, resume=args.resume),
+                                report=print_funnels)
 
 
 def _load(args: argparse.Namespace):

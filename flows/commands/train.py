@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from flows.cli import add_config_args, parse_overrides
 
@@ -76,6 +77,22 @@ def configure_logging() -> None:
     """Progress lines on stderr, with the time; under torchrun only rank 0 says more than warnings."""
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def run_training_command(stage: Callable[[], dict], report: Callable[[dict], None] | None = None) -> int:
+    """The body every training command shares, alone or under torchrun: logging set up, `stage`
+    run inside the process group (model.distributed.process_group: a finished rank waits for its
+    peers, a failing one leaves at once), then on rank 0 only `report` and the summary as JSON."""
+    from model.distributed import process_group
+
+    configure_logging()
+    with process_group():
+        summary = stage()
+    if os.environ.get("RANK", "0") == "0":
+        if report is not None:
+            report(summary)
+        print(json.dumps(summary, indent=2))
+    return 0
 
 
 def preflight_training(args: argparse.Namespace, output: str, overrides: dict, inputs: dict | None = None):
@@ -132,16 +149,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from infra.settings import load_settings
-    from model.distributed import process_group
     from tasks.train.pretrain import pretrain
 
     settings = load_settings(args.config, parse_overrides(args.set), preset=args.preset)
-    configure_logging()
-    with process_group():
-        summary = pretrain(settings, args.tokens, args.output, resume=args.resume)
-    if os.environ.get("RANK", "0") == "0":
-        print(json.dumps(summary, indent=2))
-    return 0
+    return run_training_command(lambda: pretrain(settings, args.tokens, args.output, resume=args.resume))
 
 
 def _generate(args: argparse.Namespace) -> int:
