@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--sft", required=True, help="the SFT checkpoint every stage starts from")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "rlhf-quality")
     parser.add_argument("--arith-examples", type=int, default=2000, help="worked arithmetic problems to fine-tune on before GRPO")
-    parser.add_argument("--arith-sft-steps", type=int, default=60, help="steps of that fine-tuning (SFT's cpu-small settings)")
+    parser.add_argument("--arith-sft-steps", type=int, default=150, help="steps of that fine-tuning (SFT's cpu-small settings)")
     parser.add_argument("--set", action="append", default=[], help="extra SECTION.FIELD=VALUE settings")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
