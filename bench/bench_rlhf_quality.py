@@ -31,12 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stage_runs import records, trained  # noqa: E402
 from flows.cli import parse_overrides  # noqa: E402
 from flows.plots import training_curves  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from infra.storage import Storage  # noqa: E402
 from model.chat import text_of  # noqa: E402
-from model.checkpoint import latest_pointer  # noqa: E402
 from model.export import load_for_inference  # noqa: E402
 from model.trainer import sequence_length  # noqa: E402
 from tasks.chat.conversations import write_conversations  # noqa: E402
@@ -48,24 +48,6 @@ from tasks.train.sft import sft as train_sft  # noqa: E402
 from tasks.verifiable.arithmetic import ArithmeticProblems  # noqa: E402
 
 HH = ROOT.parent / "shared" / "realdata" / "chat" / "hh_rlhf" / "harmless-base_test.jsonl.gz"
-
-
-def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def finished(run: Path, steps: int) -> bool:
-    pointer = latest_pointer(Storage(), str(run))
-    return bool(pointer and pointer["final"] and pointer["step"] == steps)
-
-
-def trained(run: Path, steps: int, train) -> None:
-    """Run `train()` unless `run` already holds its final checkpoint; a stage stopped early (a
-    SIGTERM makes the trainers checkpoint and return) ends the bench instead of feeding the next."""
-    if not finished(run, steps):
-        train()
-    if not finished(run, steps):
-        raise SystemExit(f"{run} stopped before step {steps}: rerun the bench to resume it")
 
 
 def length_rules(settings, sft: str) -> dict:

@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stage_runs import records, trained  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from infra.storage import Storage  # noqa: E402
 from model.chat import text_of  # noqa: E402
-from model.checkpoint import latest_pointer  # noqa: E402
 from model.export import load_for_inference  # noqa: E402
 from model.trainer import sequence_length  # noqa: E402
 from tasks.chat.conversations import load_conversations, write_conversations  # noqa: E402
@@ -61,10 +61,8 @@ def real_data(work: Path) -> list[str]:
 
 
 def run_sft(settings, base: str, data: list[str], output: Path) -> dict:
-    pointer = latest_pointer(Storage(), str(output))
-    if not (pointer and pointer["final"] and pointer["step"] == settings.sft.train.max_steps):
-        sft(settings, base, data, str(output), resume=True)
-    metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    trained(output, settings.sft.train.max_steps, lambda: sft(settings, base, data, str(output), resume=True))
+    metrics = records(output)
     evals = [m for m in metrics if "val_loss" in m]
     report = json.loads((output / "data_report.json").read_text())
     return {"output": str(output), "val_loss_start": evals[0]["val_loss"], "val_loss_end": evals[-1]["val_loss"],
