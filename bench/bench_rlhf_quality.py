@@ -16,13 +16,19 @@ In one run (each stage resumable: a rerun continues where it stopped):
    GSM8K before its RL on GSM8K, the SFT model is first fine-tuned (`tasks.train.sft`, SFT's
    settings with `--arith-sft-steps`) on `--arith-examples` worked problems of the generator's
    training split; GRPO starts from that. Greedy accuracy on the same held-out problems for the
-   SFT model, after the worked problems (GRPO's step 0) and after GRPO.
+   SFT model, after the worked problems (GRPO's step 0) and after GRPO, and the sampled correct
+   rate of the rollouts at the start and the end.
+`--stages` runs some of the three (`--stages grpo` alone: GRPO needs no reward model). The
+worked-problem model and the GRPO run live in folders named by a digest of what made them
+(starting model, generator, worked problems, grpo settings), so a rerun under other settings
+trains afresh beside the earlier run instead of resuming it.
 Prints Markdown tables for BENCHMARKS.md and writes every number to <work>/results.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -100,25 +106,35 @@ def grpo_eval(settings, policy: str, output: Path) -> dict:
     return next(r for r in records(output) if "val_accuracy" in r)
 
 
+def settings_key(*parts) -> str:
+    """A short digest of what made a stage's output, so a rerun under other settings trains afresh
+    in its own folder instead of resuming (or reusing) work done under these."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def run_grpo(settings, overrides: list[str], sft: str, work: Path, examples: int, sft_steps: int) -> dict:
     problems = ArithmeticProblems(settings.grpo.arithmetic, seed=settings.grpo.train.seed)
-    worked = work / "arithmetic-worked.jsonl"
+    warm_key = settings_key(sft, settings.grpo.arithmetic.model_dump(), settings.grpo.train.seed, examples, sft_steps)
+    worked = work / f"arithmetic-worked-{warm_key}.jsonl"
     write_conversations(str(worked), [problems.train(i).conversation() for i in range(examples)])
-    warm = work / "sft-arithmetic"
+    warm = work / f"sft-arithmetic-{warm_key}"
     warm_settings = load_settings(overrides=parse_overrides([*overrides, f"sft.train.max_steps={sft_steps}"]), preset="cpu-small")
     trained(warm, sft_steps, lambda: train_sft(warm_settings, sft, [str(worked)], str(warm), resume=True))
     one_step = load_settings(overrides=parse_overrides([*overrides, "grpo.train.max_steps=1"]))
-    before = grpo_eval(one_step, sft, work / "grpo-eval-sft")
-    output = work / "grpo"
+    before = grpo_eval(one_step, sft, work / f"grpo-eval-sft-{warm_key}")
+    output = work / f"grpo-{settings_key(warm_key, settings.grpo.model_dump())}"
     trained(output, settings.grpo.train.max_steps, lambda: grpo(settings, str(warm), str(output), task="arithmetic", resume=True))
     lines = records(output)
     evals = [r for r in lines if "val_accuracy" in r]
     steps = [r for r in lines if r.get("rollout_tokens_per_second") is not None]
+    sampled = [r["correct_rate"] for r in steps]
     return {"output": str(output), "steps": lines[-1]["step"], "train_seconds": lines[-1]["elapsed_seconds"],
             "worked_examples": examples, "worked_sft_steps": sft_steps,
             "sft_model": {k: before[k] for k in ("val_accuracy", "val_format_rate", "val_response_length")},
             "evals": [{k: r[k] for k in ("step", "val_accuracy", "val_format_rate", "val_response_length")} for r in evals],
             "reward_mean_first": steps[0]["reward_mean"], "reward_mean_last": steps[-1]["reward_mean"],
+            "sampled_correct_first_10": sum(sampled[:10]) / len(sampled[:10]),
+            "sampled_correct_last_10": sum(sampled[-10:]) / len(sampled[-10:]),
             "rollout_tokens_per_second": steps[-1]["rollout_tokens_per_second"], "generate_share": steps[-1]["generate_share"]}
 
 
@@ -129,42 +145,57 @@ def main() -> None:
     parser.add_argument("--arith-examples", type=int, default=2000, help="worked arithmetic problems to fine-tune on before GRPO")
     parser.add_argument("--arith-sft-steps", type=int, default=150, help="steps of that fine-tuning (SFT's cpu-small settings)")
     parser.add_argument("--set", action="append", default=[], help="extra SECTION.FIELD=VALUE settings")
+    parser.add_argument("--stages", nargs="+", choices=("reward", "ppo", "grpo"), default=["reward", "ppo", "grpo"],
+                        help="which parts to run (ppo needs reward)")
     args = parser.parse_args()
+    if "ppo" in args.stages and "reward" not in args.stages:
+        parser.error("--stages ppo needs reward: PPO learns against the reward models")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args.work.mkdir(parents=True, exist_ok=True)
     settings = load_settings(overrides=parse_overrides(args.set))  # the reward models' parts are set per model
     results: dict = {"sft": args.sft, "settings": {k: getattr(settings, k).model_dump() for k in ("reward", "ppo", "grpo")}}
 
-    results["length_rules"] = length_rules(settings, args.sft)
-    results["reward"] = [run_reward(args.set, args.sft, args.work, part) for part in (0, 1)]
-    (args.work / "results.json").write_text(json.dumps(results, indent=1))
-    results["ppo"] = run_ppo(settings, args.sft, results["reward"], args.work)
-    (args.work / "results.json").write_text(json.dumps(results, indent=1))
-    results["grpo"] = run_grpo(settings, args.set, args.sft, args.work, args.arith_examples, args.arith_sft_steps)
-    (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    if "reward" in args.stages:
+        results["length_rules"] = length_rules(settings, args.sft)
+        results["reward"] = [run_reward(args.set, args.sft, args.work, part) for part in (0, 1)]
+        (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    if "ppo" in args.stages:
+        results["ppo"] = run_ppo(settings, args.sft, results["reward"], args.work)
+        (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    if "grpo" in args.stages:
+        results["grpo"] = run_grpo(settings, args.set, args.sft, args.work, args.arith_examples, args.arith_sft_steps)
+        (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    print_tables(results)
 
-    rules = results["length_rules"]
-    print(f"\nReward models, held-out accuracy on the same {rules['pairs']} held-out pairs:\n")
-    print("| judge of the held-out pairs | accuracy |\n|---|---|\n| chance | 50.0% |")
-    print(f"| the shorter reply wins | {rules['shorter_wins']:.1%} |\n| the longer reply wins | {rules['longer_wins']:.1%} |")
-    for part, r in enumerate(results["reward"]):
-        print(f"| reward model, part {part} of 2 ({r['split']['train']} train pairs, {r['train_seconds']:.0f} s) | "
-              f"{r['val_accuracy_end']:.1%} (step 0: {r['val_accuracy_start']:.1%}) |")
-    p = results["ppo"]
-    print(f"\nPPO ({p['steps']} steps, {p['train_seconds']:.0f} s; rollout {p['rollout_tokens_per_second']:.0f} tokens/s, "
-          f"generating {p['generate_share']:.0%} of the time):\n")
-    print("| step | held-out reward (part 0) | judge (part 1) | reply length |\n|---|---|---|---|")
-    for e in p["evals"]:
-        print(f"| {e['step']} | {e['val_reward_mean']:.3f} | {e['judge_mean']:.3f} | {e['val_response_length']:.1f} |")
-    g = results["grpo"]
-    print(f"\nGRPO on arithmetic ({g['steps']} steps, {g['train_seconds']:.0f} s; rollout {g['rollout_tokens_per_second']:.0f} "
-          f"tokens/s, generating {g['generate_share']:.0%}):\n")
-    print("| model | held-out accuracy (greedy) | well-formed answers | reply length |\n|---|---|---|---|")
-    m = g["sft_model"]
-    print(f"| the SFT model | {m['val_accuracy']:.1%} | {m['val_format_rate']:.1%} | {m['val_response_length']:.1f} |")
-    for e in g["evals"]:
-        label = f"+ {g['worked_sft_steps']} SFT steps on {g['worked_examples']} worked problems" if e["step"] == 0 else f"+ GRPO, step {e['step']}"
-        print(f"| {label} | {e['val_accuracy']:.1%} | {e['val_format_rate']:.1%} | {e['val_response_length']:.1f} |")
+
+def print_tables(results: dict) -> None:
+    if "reward" in results:
+        rules = results["length_rules"]
+        print(f"\nReward models, held-out accuracy on the same {rules['pairs']} held-out pairs:\n")
+        print("| judge of the held-out pairs | accuracy |\n|---|---|\n| chance | 50.0% |")
+        print(f"| the shorter reply wins | {rules['shorter_wins']:.1%} |\n| the longer reply wins | {rules['longer_wins']:.1%} |")
+        for part, r in enumerate(results["reward"]):
+            print(f"| reward model, part {part} of 2 ({r['split']['train']} train pairs, {r['train_seconds']:.0f} s) | "
+                  f"{r['val_accuracy_end']:.1%} (step 0: {r['val_accuracy_start']:.1%}) |")
+    if "ppo" in results:
+        p = results["ppo"]
+        print(f"\nPPO ({p['steps']} steps, {p['train_seconds']:.0f} s; rollout {p['rollout_tokens_per_second']:.0f} tokens/s, "
+              f"generating {p['generate_share']:.0%} of the time):\n")
+        print("| step | held-out reward (part 0) | judge (part 1) | reply length |\n|---|---|---|---|")
+        for e in p["evals"]:
+            print(f"| {e['step']} | {e['val_reward_mean']:.3f} | {e['judge_mean']:.3f} | {e['val_response_length']:.1f} |")
+    if "grpo" in results:
+        g = results["grpo"]
+        print(f"\nGRPO on arithmetic ({g['steps']} steps, {g['train_seconds']:.0f} s; rollout {g['rollout_tokens_per_second']:.0f} "
+              f"tokens/s, generating {g['generate_share']:.0%}; sampled correct rate, first / last 10 steps: "
+              f"{g['sampled_correct_first_10']:.1%} / {g['sampled_correct_last_10']:.1%}):\n")
+        print("| model | held-out accuracy (greedy) | well-formed answers | reply length |\n|---|---|---|---|")
+        m = g["sft_model"]
+        print(f"| the SFT model | {m['val_accuracy']:.1%} | {m['val_format_rate']:.1%} | {m['val_response_length']:.1f} |")
+        for e in g["evals"]:
+            label = (f"+ {g['worked_sft_steps']} SFT steps on {g['worked_examples']} worked problems" if e["step"] == 0
+                     else f"+ GRPO, step {e['step']}")
+            print(f"| {label} | {e['val_accuracy']:.1%} | {e['val_format_rate']:.1%} | {e['val_response_length']:.1f} |")
 
 
 if __name__ == "__main__":
