@@ -155,16 +155,17 @@ def main() -> None:
     settings = load_settings(overrides=parse_overrides(args.set))  # the reward models' parts are set per model
     results: dict = {"sft": args.sft, "settings": {k: getattr(settings, k).model_dump() for k in ("reward", "ppo", "grpo")}}
 
+    stages = {
+        "reward": lambda: [run_reward(args.set, args.sft, args.work, part) for part in (0, 1)],
+        "ppo": lambda: run_ppo(settings, args.sft, results["reward"], args.work),
+        "grpo": lambda: run_grpo(settings, args.set, args.sft, args.work, args.arith_examples, args.arith_sft_steps),
+    }
     if "reward" in args.stages:
         results["length_rules"] = length_rules(settings, args.sft)
-        results["reward"] = [run_reward(args.set, args.sft, args.work, part) for part in (0, 1)]
-        (args.work / "results.json").write_text(json.dumps(results, indent=1))
-    if "ppo" in args.stages:
-        results["ppo"] = run_ppo(settings, args.sft, results["reward"], args.work)
-        (args.work / "results.json").write_text(json.dumps(results, indent=1))
-    if "grpo" in args.stages:
-        results["grpo"] = run_grpo(settings, args.set, args.sft, args.work, args.arith_examples, args.arith_sft_steps)
-        (args.work / "results.json").write_text(json.dumps(results, indent=1))
+    for name, run in stages.items():
+        if name in args.stages:
+            results[name] = run()
+            (args.work / "results.json").write_text(json.dumps(results, indent=1))  # after each stage, for a crash
     print_tables(results)
 
 

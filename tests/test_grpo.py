@@ -23,6 +23,7 @@ from infra.settings.rl import ArithmeticSettings
 from infra.storage import Storage
 from model.checkpoint import latest_pointer, load_checkpoint
 from model.export import load_for_inference
+from model.rl import token_logprobs
 from model.tokenizer import BpeTokenizer
 from tasks.train.grpo import aggregate, grpo, group_advantages
 from tasks.verifiable.gsm8k import read_problems
@@ -122,10 +123,9 @@ def test_one_update_raises_the_replies_with_positive_advantage_and_lowers_the_ot
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     before, after = (load_for_inference(uri, Storage())[0] for uri in (policy, run))
 
+    @torch.no_grad()
     def reply_logp(model, row) -> float:
-        ids = torch.tensor([row["prompt_ids"] + row["completion_ids"]])
-        with torch.no_grad():
-            logps = model(ids)[0, :-1].log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]
+        logps = token_logprobs(model, torch.tensor([row["prompt_ids"] + row["completion_ids"]]))[0]
         return logps[len(row["prompt_ids"]) - 1 :].sum().item()
 
     moved = [(row["advantage"], reply_logp(after, row) - reply_logp(before, row)) for row in rows]
