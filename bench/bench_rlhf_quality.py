@@ -75,10 +75,10 @@ def held_out(settings, pairs: list) -> list:
     return split_pairs(pairs, settings.reward.val_fraction)[1][: settings.reward.max_val_pairs]
 
 
-def unseen_by_half(settings, pairs: list, part: int) -> list:
-    """Every pair the reward model of half `part` never trained on: the held-out ones and the
-    other half's (about 6x the held-out pairs alone, so a few points are told apart)."""
-    return held_out(settings, pairs) + split_pairs(pairs, settings.reward.val_fraction, 2, 1 - part)[0]
+def unseen_by_half(settings, pairs: list, held: list, part: int) -> list:
+    """Every pair the reward model of half `part` never trained on: the held-out ones (`held`)
+    and the other half's (about 6x the held-out pairs alone, so a few points are told apart)."""
+    return held + split_pairs(pairs, settings.reward.val_fraction, 2, 1 - part)[0]
 
 
 def shorter_wins(pairs: list) -> list[float]:
@@ -118,11 +118,11 @@ def run_rewards(overrides: list[str], sft: str, work: Path) -> dict:
     never saw, beside the length rules on exactly those pairs."""
     settings = load_settings(overrides=parse_overrides(overrides))
     pairs = fitted_pairs(settings, sft)
+    held = held_out(settings, pairs)
     halves = [run_reward(overrides, sft, work, part, 2) for part in (0, 1)]
     for part, half in enumerate(halves):
-        unseen = unseen_by_half(settings, pairs, part)
-        half["unseen"] = against_shorter(half["output"], unseen)
-    return {"all": run_reward(overrides, sft, work, 0, 1), "halves": halves, "length_rules": length_rules(held_out(settings, pairs))}
+        half["unseen"] = against_shorter(half["output"], unseen_by_half(settings, pairs, held, part))
+    return {"all": run_reward(overrides, sft, work, 0, 1), "halves": halves, "length_rules": length_rules(held)}
 
 
 def run_reward(overrides: list[str], sft: str, work: Path, part: int, parts: int) -> dict:
@@ -170,13 +170,12 @@ WORKING_LINE = re.compile(r"\s*(\d+)\s*([-+*])\s*(\d+)\s*=\s*(\d+)\s*")
 OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 
 
-def working_lines(settings, uri: str) -> dict:
-    """How sound a model's working is in its greedy replies to the held-out problems: the share
+def working_lines(settings, uri: str, problems: list) -> dict:
+    """How sound a model's working is in its greedy replies to the held-out `problems`: the share
     of the "a + b = c" lines whose arithmetic holds, the share equal to the worked solution's
     line at the same place, and the share of problems answered right with every line sound.
     GRPO's reward reads only the final `####` line, so this is what it leaves unwatched."""
     g = settings.grpo
-    problems = ArithmeticProblems(g.arithmetic, seed=g.train.seed).val(g.val_problems)
     model, tokenizer = load_for_inference(uri, Storage())
     prompts = [render_prompt(tokenizer, p.messages(g.system_prompt, g.instruction)) for p in problems]
     replies = Engine(model.eval(), tokenizer).generate(prompts, SamplingParams(max_tokens=g.max_new_tokens, temperature=0.0))
@@ -194,6 +193,7 @@ def working_lines(settings, uri: str) -> dict:
 
 def run_grpo(settings, overrides: list[str], sft: str, work: Path, examples: int, sft_steps: int) -> dict:
     problems = ArithmeticProblems(settings.grpo.arithmetic, seed=settings.grpo.train.seed)
+    val = problems.val(settings.grpo.val_problems)  # the held-out problems grpo() evaluates on
     warm_key = settings_key(sft, settings.grpo.arithmetic.model_dump(), settings.grpo.train.seed, examples, sft_steps)
     worked = work / f"arithmetic-worked-{warm_key}.jsonl"
     write_conversations(str(worked), [problems.train(i).conversation() for i in range(examples)])
@@ -215,7 +215,7 @@ def run_grpo(settings, overrides: list[str], sft: str, work: Path, examples: int
             "reward_mean_first": steps[0]["reward_mean"], "reward_mean_last": steps[-1]["reward_mean"],
             "sampled_correct_first_10": sum(sampled[:10]) / len(sampled[:10]),
             "sampled_correct_last_10": sum(sampled[-10:]) / len(sampled[-10:]),
-            "working": {"before": working_lines(settings, str(warm)), "after": working_lines(settings, str(output))},
+            "working": {name: working_lines(settings, str(uri), val) for name, uri in (("before", warm), ("after", output))},
             "rollout_tokens_per_second": steps[-1]["rollout_tokens_per_second"], "generate_share": steps[-1]["generate_share"]}
 
 
