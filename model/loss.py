@@ -5,15 +5,20 @@
 With a realistic vocabulary the head is the biggest tensor of a step: 16 x 256 tokens x 32768
 logits are 537 MB of float32, and the plain path (`F.cross_entropy(logits)`) also writes the
 log-softmax as big, a zero-filled gradient as big, and reads them all back in the backward.
-Here each chunk of rows makes its logits, takes their log-sum-exp and the loss, and (when a
-gradient is wanted) turns them in place into the gradient of the logits, softmax - one-hot, of
-which it keeps only the two products that matter: d hidden (rows x width) and d weight (vocab x
-width). Memory for the logits drops to one chunk, and the elementwise passes over them from
-about eight to three. The loss and gradients are the same sums (to float rounding); logits
-themselves (the path transformers' parity is checked on) never come through here.
+Here each chunk of rows makes its logits in one buffer reused by every chunk, turns them in place
+into exp(logit - max), and keeps only what the step needs: the loss, d hidden (rows x width) and
+d weight (vocab x width). The gradient of the logits, softmax - one-hot, is never written out:
+its 1/sum and its one-hot part are applied to the small factors instead (the rows of `hidden`
+and of d hidden), so the big buffer sees one matrix product, one max, one exp and one sum, then
+is read by the two backward products. The loss and gradients are the same sums (to float
+rounding); logits themselves (the path transformers' parity is checked on) never come through here.
 
-Under autocast (bf16 on CUDA) the three products run in the autocast dtype and the softmax in
-float32, as the plain path would compute them.
+Why this shape, on the CPU (bench/bench_train_speed.py, 32768 tokens x 256 wide): logits are
+made vocabulary-major (W @ h.T, vocab x rows), the layout in which MKL's product into a
+preallocated buffer runs near its peak, while a fresh 128 MB result per chunk costs its page
+faults every time; and torch's log_softmax over rows of 32768 is slower than the max, exp and
+sum done separately. Under autocast (bf16 on CUDA) the three products run in the autocast dtype
+and the softmax in float32, as the plain path would compute them.
 """
 
 from __future__ import annotations
@@ -29,31 +34,39 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int, need_grad: bool) -> Tensor:
         device = hidden.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        vocab = weight.shape[0]
         with torch.autocast(device, enabled=False):
             h, w = hidden.to(dtype), weight.to(dtype)
-            valid = (targets != ignore_index)[:, None]
-            rows = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
+            valid = targets != ignore_index
+            picked = targets.clamp(min=0)
+            rows = max(1, CHUNK_BYTES // (4 * vocab))
+            buffer = torch.empty(vocab * min(rows, h.shape[0]), device=hidden.device, dtype=dtype)
             total = torch.zeros((), device=hidden.device, dtype=torch.float32)
-            grad_hidden, grad_weight = [], torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
+            if need_grad:
+                grad_hidden = torch.empty_like(hidden)
+                grad_weight = torch.zeros_like(weight, dtype=torch.float32)
             for start in range(0, h.shape[0], rows):
-                h_chunk, v_chunk = h[start : start + rows], valid[start : start + rows]
-                picked = targets[start : start + rows, None].clamp(min=0)
-                log_probs = torch.log_softmax((h_chunk @ w.t()).float(), dim=1)
-                total -= torch.where(v_chunk, log_probs.gather(1, picked), 0.0).sum()
+                h_chunk, v_chunk, t_chunk = h[start : start + rows], valid[start : start + rows], picked[start : start + rows]
+                logits = torch.mm(w, h_chunk.t(), out=buffer[: vocab * len(h_chunk)].view(vocab, len(h_chunk))).float()
+                target_logits = logits[t_chunk, torch.arange(len(h_chunk), device=h.device)]
+                top = logits.amax(dim=0)
+                sums = logits.sub_(top).exp_().sum(dim=0)  # logits now hold exp(logit - max), softmax * sums
+                total += torch.where(v_chunk, sums.log() + top - target_logits, 0.0).sum()
                 if not need_grad:
                     continue
-                # d loss / d logits = (softmax - one-hot) / count, made in place; the 1/count is applied
-                # in backward and ignored rows are masked in the small factors, not in this big one.
-                grad = log_probs.exp_().scatter_add_(1, picked, torch.full(picked.shape, -1.0, device=h.device))
-                grad = grad.to(dtype)
-                grad_hidden.append(((grad @ w) * v_chunk).to(hidden.dtype))
+                # d loss / d logits = exp / sums - one-hot on valid rows (the 1/count comes in backward):
+                # the per-row factor goes onto the small operands and the one-hot is a gather / index_add.
+                scale = (v_chunk / sums)[:, None]
+                probs = logits.to(dtype)
+                grad_hidden[start : start + rows] = ((probs.t() @ w).float() * scale - w[t_chunk].float() * v_chunk[:, None]).to(hidden.dtype)
                 if dtype == torch.float32:
-                    grad_weight.addmm_(grad.t(), h_chunk * v_chunk)  # accumulated in place, no temporary
+                    grad_weight.addmm_(probs, h_chunk * scale)  # accumulated in place, no temporary
                 else:
-                    grad_weight += (grad.t() @ (h_chunk * v_chunk)).float()
+                    grad_weight += (probs @ (h_chunk.float() * scale).to(dtype)).float()
+                grad_weight.index_add_(0, t_chunk, h_chunk.float() * v_chunk[:, None], alpha=-1)
             count = valid.sum()
         if need_grad:
-            ctx.save_for_backward(torch.cat(grad_hidden), grad_weight.to(weight.dtype), count)
+            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype), count)
         return total / count
 
     @staticmethod
