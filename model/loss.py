@@ -56,14 +56,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     continue
                 # d loss / d logits = exp / sums - one-hot on valid rows (the 1/count comes in backward):
                 # the per-row factor goes onto the small operands and the one-hot is a gather / index_add.
-                scale = (v_chunk / sums)[:, None]
-                probs = logits.to(dtype)
-                grad_hidden[start : start + rows] = ((probs.t() @ w).float() * scale - w[t_chunk].float() * v_chunk[:, None]).to(hidden.dtype)
+                keep, h_float = v_chunk[:, None], h_chunk.float()
+                scale = keep / sums[:, None]
+                probs, h_scaled = logits.to(dtype), (h_float * scale).to(dtype)
+                grad_hidden[start : start + rows] = ((probs.t() @ w).float() * scale - w[t_chunk].float() * keep).to(hidden.dtype)
                 if dtype == torch.float32:
-                    grad_weight.addmm_(probs, h_chunk * scale)  # accumulated in place, no temporary
+                    grad_weight.addmm_(probs, h_scaled)  # accumulated in place, no temporary
                 else:
-                    grad_weight += (probs @ (h_chunk.float() * scale).to(dtype)).float()
-                grad_weight.index_add_(0, t_chunk, h_chunk.float() * v_chunk[:, None], alpha=-1)
+                    grad_weight += (probs @ h_scaled).float()
+                grad_weight.index_add_(0, t_chunk, h_float * keep, alpha=-1)
             count = valid.sum()
         if need_grad:
             ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype), count)
